@@ -1,0 +1,552 @@
+"""The ``rt3d-kgs-conv3d`` pass: linalg 3-D convolutions -> KGS-compacted gather matmuls.
+
+Why: IREE lowers ``linalg.conv_3d_ncdhw_fcdhw`` about 10x slower than PyTorch, and it
+cannot exploit structured zeros. In the im2col view a conv is ``W[F, C*K] @ X_col[C*K, P]``.
+Kernel Group Structured (KGS) sparsity zeroes the same columns for every filter of a group
+of ``gM`` filters, so each group is a dense, compacted matmul whose right-hand rows are
+gathered from the padded input through a constant index table. We emit exactly that as a
+single ``linalg.generic`` (an implicit GEMM: the gathered rows are never materialised) with
+a lowering configuration that makes IREE's CPU codegen run it at matmul speed. A dense conv
+is KGS with every column kept, so it takes the same fast path.
+
+The pass reads weight values itself (including torch-mlir's ``dense_resource`` blobs), so
+it speeds up any model whose zeros follow the structure, whoever pruned it. Convs it
+cannot handle are left to IREE's default lowering with a logged reason.
+
+Each rewritten conv becomes a ``func.call`` to a private helper function holding the
+kernel; IREE's inliner folds it back in, and the helper keeps ``rt3d opt`` output readable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from iree.compiler import ir
+from iree.compiler.dialects import arith, func
+
+from .kernel_config import CONFIGS, KernelConfig, compilation_info
+from .weights import constant_value
+
+logger = logging.getLogger(__name__)
+
+PASS_NAME = "rt3d-kgs-conv3d"
+CONV_OP = "linalg.conv_3d_ncdhw_fcdhw"
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class KgsConv3dOptions:
+    """Options of the pass.
+
+    Attributes:
+        group_m: filters per group (gM). The compacted matmul keeps one column set per group.
+        group_n: channels per group (gN). Used only to check and report KGS structure; the
+            kept columns are found per filter group regardless, so any zero pattern is correct.
+        target: key into ``kernel_config.CONFIGS`` choosing lowering configurations
+            ("cpu" for llvm-cpu, "none" to let the backend choose).
+        config: explicit kernel configuration overriding the target's default.
+        max_padding_waste: when groups keep different numbers of columns, every group is
+            padded to the largest; above this fraction of wasted MACs we still rewrite but log it.
+    """
+
+    group_m: int = 8
+    group_n: int = 4
+    target: str = "cpu"
+    config: KernelConfig | None = None
+    max_padding_waste: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("group_m", "group_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1 or value > 1024:
+                raise ValueError(
+                    f"{name} must be an integer between 1 and 1024 (got {value!r}); "
+                    "the paper uses gM=4 or 8 filters and gN=4 channels"
+                )
+        if self.target not in CONFIGS:
+            raise ValueError(
+                f"unknown kernel target {self.target!r}; choose one of {sorted(CONFIGS)}"
+            )
+
+    def kernel_config(self) -> KernelConfig | None:
+        return self.config if self.config is not None else CONFIGS[self.target]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Static shape facts of a conv3d in NCDHW / FCDHW layout (input already padded)."""
+
+    n: int
+    c: int
+    d: int
+    h: int
+    w: int
+    f: int
+    kd: int
+    kh: int
+    kw: int
+    strides: tuple[int, int, int]
+    dilations: tuple[int, int, int]
+    od: int
+    oh: int
+    ow: int
+
+    @property
+    def kernel_volume(self) -> int:
+        return self.kd * self.kh * self.kw
+
+    @property
+    def dense_macs(self) -> int:
+        return self.n * self.f * self.c * self.kernel_volume * self.od * self.oh * self.ow
+
+    @property
+    def rows_contiguous(self) -> bool:
+        """Stride 1 in H and W: a flat run over (h, padded w) is contiguous in the input."""
+        return self.strides[1] == 1 and self.strides[2] == 1
+
+
+@dataclass
+class KgsPlan:
+    """What the rewrite emits for one conv: compacted weights and the gather table."""
+
+    weights: np.ndarray  # [G, gM, n] float32, zero rows/columns where padded
+    offsets: np.ndarray  # [G, n] int32, flat input offset of each kept column
+    kept_per_group: np.ndarray  # [G] number of columns really kept per group
+    group_m: int
+    kgs_conforming: bool  # zeros follow KGS structure for (gM, gN)
+
+    @property
+    def groups(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def columns(self) -> int:
+        return self.weights.shape[2]
+
+
+@dataclass
+class ConvReport:
+    """One conv the pass looked at, for logs and for users' reports."""
+
+    location: str
+    rewritten: bool
+    reason: str = ""
+    dense_macs: int = 0
+    kept_macs: int = 0
+    executed_macs: int = 0
+    kgs_conforming: bool = False
+
+
+@dataclass
+class PassReport:
+    convs: list[ConvReport] = field(default_factory=list)
+
+    @property
+    def rewritten(self) -> int:
+        return sum(c.rewritten for c in self.convs)
+
+    @property
+    def skipped(self) -> list[ConvReport]:
+        return [c for c in self.convs if not c.rewritten]
+
+
+class NotHandled(Exception):
+    """A conv the pass leaves to IREE; the message is the reason users see in the log."""
+
+
+def conv_geometry(op: ir.Operation) -> ConvGeometry:
+    """Read the static geometry of a ``linalg.conv_3d_ncdhw_fcdhw`` op."""
+    x_t = ir.RankedTensorType(op.operands[0].type)
+    w_t = ir.RankedTensorType(op.operands[1].type)
+    o_t = ir.RankedTensorType(op.results[0].type)
+    for t in (x_t, w_t, o_t):
+        if not t.has_static_shape:
+            raise NotHandled("dynamic shapes are not supported")
+        if str(t.element_type) != "f32":
+            raise NotHandled(f"element type {t.element_type} is not f32")
+    n, c, d, h, w = x_t.shape
+    f, wc, kd, kh, kw = w_t.shape
+    if wc != c:
+        raise NotHandled(f"weight has {wc} input channels but input has {c} (grouped conv)")
+    strides = tuple(int(v) for v in ir.DenseIntElementsAttr(op.attributes["strides"]))
+    dilations = tuple(int(v) for v in ir.DenseIntElementsAttr(op.attributes["dilations"]))
+    _, _, od, oh, ow = o_t.shape
+    return ConvGeometry(n, c, d, h, w, f, kd, kh, kw, strides, dilations, od, oh, ow)
+
+
+def plan_kgs(
+    weight: np.ndarray, geom: ConvGeometry, group_m: int, group_n: int, max_kernel_rows: int = 16
+) -> KgsPlan:
+    """Find each filter group's kept columns and build compacted weights + gather offsets.
+
+    A column (c, kd, kh, kw) is kept for a group if any of the group's filters has a
+    nonzero weight there; the result is exact for any zero pattern. ``F`` not divisible by
+    ``gM`` is handled by padding the last group with zero filters. Neighbouring groups with
+    identical column sets are merged into kernel groups of up to ``max_kernel_rows`` filters.
+    """
+    f, c, k = geom.f, geom.c, geom.kernel_volume
+    groups = -(-f // group_m)
+    w2 = np.zeros((groups * group_m, c * k), dtype=np.float32)
+    w2[:f] = weight.reshape(f, c * k)
+    kept = np.any(w2.reshape(groups, group_m, c * k) != 0, axis=1)  # [G, C*K]
+    conforming = _is_kgs(kept, weight.shape, group_m, group_n)
+    # Merge runs of neighbouring groups that keep the same columns (always true for dense
+    # layers): more filters share each gathered row, which is what bounds the kernel's speed.
+    merge = 1
+    for m in range(max(1, max_kernel_rows // group_m), 1, -1):
+        if groups % m == 0 and np.all(kept.reshape(groups // m, m, -1) == kept[::m, None, :]):
+            merge = m
+            break
+    if merge > 1:
+        group_m *= merge
+        groups //= merge
+        kept = kept[::merge]
+    wg = w2.reshape(groups, group_m, c * k)
+    kept_per_group = kept.sum(axis=1)
+    n_cols = int(kept_per_group.max()) if groups else 0
+
+    # Flat offset of column (c, kd, kh, kw) in the padded NCDHW input.
+    sd, sh = geom.h * geom.w, geom.w
+    dl = geom.dilations
+    ci, kdi, khi, kwi = np.meshgrid(
+        np.arange(c), np.arange(geom.kd), np.arange(geom.kh), np.arange(geom.kw), indexing="ij"
+    )
+    col_offset = (
+        ci * geom.d * sd + kdi * dl[0] * sd + khi * dl[1] * sh + kwi * dl[2]
+    ).reshape(-1)
+
+    weights = np.zeros((groups, group_m, n_cols), dtype=np.float32)
+    offsets = np.zeros((groups, n_cols), dtype=np.int64)
+    for g in range(groups):
+        cols = np.nonzero(kept[g])[0]
+        weights[g, :, : cols.size] = wg[g][:, cols]
+        offsets[g, : cols.size] = col_offset[cols]
+        if 0 < cols.size < n_cols:
+            # Padding columns read a valid element (the last kept one) times a zero weight.
+            offsets[g, cols.size :] = col_offset[cols[-1]]
+    return KgsPlan(
+        weights=weights,
+        offsets=offsets.astype(np.int32),
+        kept_per_group=kept_per_group,
+        group_m=group_m,
+        kgs_conforming=conforming,
+    )
+
+
+def _is_kgs(kept: np.ndarray, wshape: tuple[int, ...], group_m: int, group_n: int) -> bool:
+    """True if, within every gN-channel block, all channels keep the same kernel positions."""
+    groups = kept.shape[0]
+    c = wshape[1]
+    k = int(np.prod(wshape[2:]))
+    per = kept.reshape(groups, c, k)
+    blocks = -(-c // group_n)
+    for b in range(blocks):
+        blk = per[:, b * group_n : (b + 1) * group_n]
+        if not np.all(blk == blk[:, :1]):
+            return False
+    return True
+
+
+def emit_kernel(
+    name: str, geom: ConvGeometry, plan: KgsPlan, config: KernelConfig | None
+) -> str:
+    """MLIR text of a private function computing the conv from the compacted form.
+
+    Signature: (input, init, compact_weights, offsets) -> result, where ``init`` is the
+    conv's accumulator (zeros or the broadcast bias) and is added to the product.
+
+    Loops: g (filter group), f (filter in group), r (batch x output depth, omitted when 1),
+    the output positions, and j (kept column, the reduction). Two layout choices are what
+    make IREE generate a real matmul micro-kernel here, both measured:
+    - the gather offset and row base are read with ``tensor.extract`` at loop indices
+      rather than passed as generic operands, because the vectorizer proves a load
+      contiguous only when every other index term is loop invariant (a block argument
+      never is); otherwise each row load becomes a 16-lane scalar gather (2x slower);
+    - the result is laid out [r, f, g, positions], so no two loops are adjacent in the
+      same order in every indexing map: otherwise IREE collapses (g, f) or (r, q), turns
+      the contiguous index into div/rem math and drops our lowering configuration (8x).
+    """
+    g, gm, nc = plan.groups, plan.group_m, plan.columns
+    n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
+    f, od, oh, ow = geom.f, geom.od, geom.oh, geom.ow
+    s_d, s_h, s_w = geom.strides
+    plane = h * w
+    per_image = c * d * plane
+    total = n * per_image
+    fp = g * gm
+    r = n * od
+    bases = [b * per_image + k * s_d * plane for b in range(n) for k in range(od)]
+    x_t = f"tensor<{n}x{c}x{d}x{h}x{w}xf32>"
+    o_t = f"tensor<{n}x{f}x{od}x{oh}x{ow}xf32>"
+    w_t = f"tensor<{g}x{gm}x{nc}xf32>"
+    off_t = f"tensor<{g}x{nc}xi32>"
+    use_r = r > 1
+    pre: list[str] = []
+    attr = None
+    if geom.rows_contiguous:
+        # Output positions run over a flat (h, padded-w) grid of pitch w: position q reads
+        # input element base + q + offset, contiguous in q, so loads vectorize. Columns
+        # ow..w-1 of each row and the tail past oh*w are computed and dropped.
+        q_valid = oh * w
+        vq = config.vector_q if config else 16
+        dq = config.distribution_q if config else q_valid
+        # Whole tiles only: a partial tile is vectorized with masks, and a masked row load
+        # becomes a scalar gather.
+        n_tiles = _ceil_div(q_valid, dq)
+        q_tile = _ceil_div(_ceil_div(q_valid, n_tiles), vq) * vq
+        q = q_tile * n_tiles
+        max_index = max(bases) + (q - 1) + int(plan.offsets.max())
+        extra = max(0, max_index + 1 - total)
+        pos_dims, pos_shape, pos_terms = ["q"], [q], [("q", 1)]
+        if config:
+            r1 = [1] if use_r else []
+            r0 = [0] if use_r else []
+            attr = compilation_info(
+                [1, gm, *r1, q_tile, 0],
+                [1, min(config.vector_f, gm), *r1, config.vector_q, 0],
+                [0, 0, *r0, 0, 1],
+                config.pipeline,
+            )
+    else:
+        # Strided rows: iterate the exact (oh, ow) grid; the gather is strided in w.
+        extra = 0
+        pos_dims, pos_shape, pos_terms = ["oh", "ow"], [oh, ow], [("oh", s_h * w), ("ow", s_w)]
+    dims = ["g", "f"] + (["r"] if use_r else []) + pos_dims + ["j"]
+    dim_list = ", ".join(dims)
+    y_dims = (["r"] if use_r else []) + ["f", "g"] + pos_dims
+    y_shape = ([r] if use_r else []) + [gm, g] + pos_shape
+    y_t = _tensor(y_shape)
+    flat_len = total + extra
+    flat_src = "%flat0"
+    if extra:
+        pre.append(
+            f"    %flat = tensor.pad %flat0 low[0] high[{extra}] {{\n"
+            f"    ^bb0(%pi: index):\n      tensor.yield %zero : f32\n"
+            f"    }} : {_tensor([total])} to {_tensor([flat_len])}"
+        )
+        flat_src = "%flat"
+    body = [
+        "      %gi = linalg.index 0 : index",
+        f"      %ji = linalg.index {len(dims) - 1} : index",
+        f"      %o = tensor.extract %off[%gi, %ji] : {off_t}",
+        "      %idx0 = arith.index_cast %o : i32 to index",
+    ]
+    acc = "%idx0"
+    if use_r:
+        pre.append(f"    %bases = arith.constant dense<[{', '.join(map(str, bases))}]> : tensor<{r}xi32>")
+        body += [
+            "      %ri = linalg.index 2 : index",
+            f"      %b = tensor.extract %bases[%ri] : tensor<{r}xi32>",
+            "      %bi = arith.index_cast %b : i32 to index",
+            f"      %idxb = arith.addi {acc}, %bi : index",
+        ]
+        acc = "%idxb"
+    for k, (dim, scale) in enumerate(pos_terms):
+        body.append(f"      %p{k} = linalg.index {dims.index(dim)} : index")
+        term = f"%p{k}"
+        if scale != 1:
+            body.append(f"      %c{k} = arith.constant {scale} : index")
+            body.append(f"      %t{k} = arith.muli %p{k}, %c{k} : index")
+            term = f"%t{k}"
+        body.append(f"      %idx{k + 1} = arith.addi {acc}, {term} : index")
+        acc = f"%idx{k + 1}"
+    iters = ", ".join(['"parallel"'] * (len(dims) - 1) + ['"reduction"'])
+    info = f", compilation_info = {attr}" if attr else ""
+
+    # Back to NCDHW: y -> y6 [N, Do, gM, G, Ho, Wo], then one transposing add of the
+    # accumulator (zeros or bias) viewed as [N, G, gM, Do, Ho, Wo].
+    post: list[str] = []
+    cur, cur_shape = "%y", y_shape
+    if not use_r:
+        nxt = [1, *cur_shape]
+        post.append(_reshape("expand", "%y1", cur, cur_shape, nxt, 
+                             [[0, 1]] + [[i + 1] for i in range(1, len(cur_shape))]))
+        cur, cur_shape = "%y1", nxt
+    if geom.rows_contiguous:
+        sl = [r, gm, g, oh * w]
+        post.append(_slice("%y2", cur, cur_shape, sl))
+        nxt = [n, od, gm, g, oh, w]
+        post.append(_reshape("expand", "%y3", "%y2", sl, nxt, [[0, 1], [2], [3], [4, 5]]))
+        fin = [n, od, gm, g, oh, ow]
+        post.append(_slice("%y6", "%y3", nxt, fin))
+    else:
+        fin = [n, od, gm, g, oh, ow]
+        post.append(_reshape("expand", "%y6", cur, cur_shape, fin, [[0, 1], [2], [3], [4], [5]]))
+    init = "%init"
+    init_shape = [n, f, od, oh, ow]
+    if fp != f:
+        padded = [n, fp, od, oh, ow]
+        post.append(
+            f"    %initp = tensor.pad %init low[0, 0, 0, 0, 0] high[0, {fp - f}, 0, 0, 0] {{\n"
+            f"    ^bb0(%i0: index, %i1: index, %i2: index, %i3: index, %i4: index):\n"
+            f"      tensor.yield %zero : f32\n    }} : {o_t} to {_tensor(padded)}"
+        )
+        init, init_shape = "%initp", padded
+    acc6 = [n, g, gm, od, oh, ow]
+    post.append(_reshape("expand", "%init6", init, init_shape, acc6, [[0], [1, 2], [3], [4], [5]]))
+    six = "(n, g, f, d, h, w)"
+    par6 = ", ".join(['"parallel"'] * 6)
+    post.append(
+        f"    %sum = linalg.generic {{indexing_maps = [affine_map<{six} -> (n, d, f, g, h, w)>, "
+        f"affine_map<{six} -> {six}>], iterator_types = [{par6}]}} "
+        f"ins(%y6 : {_tensor(fin)}) outs(%init6 : {_tensor(acc6)}) {{\n"
+        f"    ^bb0(%u: f32, %v: f32):\n      %a = arith.addf %u, %v : f32\n      linalg.yield %a : f32\n"
+        f"    }} -> {_tensor(acc6)}"
+    )
+    post.append(_reshape("collapse", "%res", "%sum", acc6, [n, fp, od, oh, ow], [[0], [1, 2], [3], [4], [5]]))
+    result = "%res"
+    if fp != f:
+        post.append(_slice("%ress", "%res", [n, fp, od, oh, ow], [n, f, od, oh, ow]))
+        result = "%ress"
+    nl = "\n"
+    return f"""
+  func.func private @{name}(%x: {x_t}, %init: {o_t}, %w: {w_t}, %off: {off_t}) -> {o_t} {{
+    %zero = arith.constant 0.000000e+00 : f32
+    %flat0 = tensor.collapse_shape %x [[0, 1, 2, 3, 4]] : {x_t} into {_tensor([total])}
+{nl.join(pre)}
+    %e = tensor.empty() : {y_t}
+    %z = linalg.fill ins(%zero : f32) outs(%e : {y_t}) -> {y_t}
+    %y = linalg.generic {{indexing_maps = [affine_map<({dim_list}) -> (g, f, j)>, affine_map<({dim_list}) -> ({", ".join(y_dims)})>], iterator_types = [{iters}]{info}}} ins(%w : {w_t}) outs(%z : {y_t}) {{
+    ^bb0(%wv: f32, %acc: f32):
+{nl.join(body)}
+      %xv = tensor.extract {flat_src}[{acc}] : {_tensor([flat_len])}
+      %m = arith.mulf %wv, %xv : f32
+      %s = arith.addf %acc, %m : f32
+      linalg.yield %s : f32
+    }} -> {y_t}
+{nl.join(post)}
+    return {result} : {o_t}
+  }}"""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _tensor(shape: list[int]) -> str:
+    return "tensor<" + "x".join(str(s) for s in shape) + "xf32>"
+
+
+def _reshape(kind: str, res: str, src: str, src_shape: list[int], dst_shape: list[int], assoc: list[list[int]]) -> str:
+    """tensor.expand_shape / collapse_shape text; ``assoc`` groups the larger rank's dims."""
+    groups = "[" + ", ".join("[" + ", ".join(map(str, a)) + "]" for a in assoc) + "]"
+    if kind == "expand":
+        out = ", ".join(map(str, dst_shape))
+        return f"    {res} = tensor.expand_shape {src} {groups} output_shape [{out}] : {_tensor(src_shape)} into {_tensor(dst_shape)}"
+    return f"    {res} = tensor.collapse_shape {src} {groups} : {_tensor(src_shape)} into {_tensor(dst_shape)}"
+
+
+def _slice(res: str, src: str, src_shape: list[int], sizes: list[int]) -> str:
+    """Leading-corner tensor.extract_slice of ``sizes`` from ``src``."""
+    zeros = ", ".join("0" for _ in sizes)
+    ones = ", ".join("1" for _ in sizes)
+    return (
+        f"    {res} = tensor.extract_slice {src}[{zeros}] [{', '.join(map(str, sizes))}] [{ones}] : "
+        f"{_tensor(src_shape)} to {_tensor(sizes)}"
+    )
+
+
+class KgsConv3dPass:
+    """Python-defined MLIR pass; add it with ``PassManager.add(KgsConv3dPass(options))``.
+
+    After it runs, ``report`` lists every conv it saw and what it did.
+    """
+
+    name = PASS_NAME
+
+    def __init__(self, options: KgsConv3dOptions | None = None) -> None:
+        self.options = options or KgsConv3dOptions()
+        self.report = PassReport()
+
+    def __call__(self, op: ir.Operation, pass_: object | None = None) -> None:
+        module_op = op.operation if isinstance(op, ir.OpView) else op
+        convs: list[ir.Operation] = []
+
+        def collect(o: ir.Operation) -> ir.WalkResult:
+            if o.name == CONV_OP:
+                convs.append(o)
+            elif o.name.startswith("linalg.") and "conv_3d" in o.name:
+                self.report.convs.append(
+                    ConvReport(str(o.location), False, f"{o.name} is not supported (only {CONV_OP})")
+                )
+                logger.info("leaving %s at %s to IREE: unsupported conv form", o.name, o.location)
+            return ir.WalkResult.ADVANCE
+
+        module_op.walk(collect)
+        body = module_op.regions[0].blocks[0]
+        for index, conv in enumerate(convs):
+            try:
+                self.report.convs.append(self._rewrite(conv, body, f"rt3d_kgs_conv3d_{index}"))
+            except NotHandled as exc:
+                logger.info("leaving conv at %s to IREE: %s", conv.location, exc)
+                self.report.convs.append(ConvReport(str(conv.location), False, str(exc)))
+
+    def _rewrite(self, conv: ir.Operation, body: ir.Block, name: str) -> ConvReport:
+        opts = self.options
+        geom = conv_geometry(conv)
+        weight = constant_value(conv.operands[1])
+        if weight is None:
+            raise NotHandled("weight is not a constant tensor (the pass reads weight values)")
+        total = geom.n * geom.c * geom.d * geom.h * geom.w
+        if total + geom.c * geom.d * geom.h * geom.w > _INT32_MAX:
+            raise NotHandled("input too large for 32-bit gather offsets")
+        init = conv.operands[2]
+        result = conv.results[0]
+        plan = plan_kgs(weight, geom, opts.group_m, opts.group_n)
+        k_total = geom.c * geom.kernel_volume
+        kept = int(plan.kept_per_group.sum())
+        positions = geom.n * geom.od * geom.oh * geom.ow
+        per_col = positions * plan.group_m
+        real_rows = np.minimum(plan.group_m, geom.f - np.arange(plan.groups) * plan.group_m)
+        report = ConvReport(
+            location=str(conv.location),
+            rewritten=True,
+            dense_macs=geom.dense_macs,
+            kept_macs=int((plan.kept_per_group * real_rows).sum()) * positions,
+            executed_macs=plan.groups * plan.columns * per_col,
+            kgs_conforming=plan.kgs_conforming,
+        )
+        if plan.columns == 0:
+            # Fully pruned layer: the output is the accumulator (bias or zeros).
+            result.replace_all_uses_with(init)
+            conv.erase()
+            logger.info("conv at %s is fully pruned: replaced by its bias", report.location)
+            return report
+        waste = 1 - kept / max(1, plan.groups * plan.columns)
+        if waste > opts.max_padding_waste:
+            logger.info(
+                "conv at %s: unbalanced groups waste %.0f%% of MACs on padding", report.location, waste * 100
+            )
+        text = emit_kernel(name, geom, plan, opts.kernel_config())
+        with conv.context, conv.location:
+            helper = ir.Module.parse("module {" + text + "\n}")
+            fn = helper.body.operations[0]
+            fn.operation.move_before(body.operations[0])
+            with ir.InsertionPoint(conv):
+                w_attr = ir.DenseElementsAttr.get(np.ascontiguousarray(plan.weights))
+                off_attr = ir.DenseElementsAttr.get(np.ascontiguousarray(plan.offsets))
+                w_val = arith.ConstantOp(w_attr.type, w_attr).result
+                off_val = arith.ConstantOp(off_attr.type, off_attr).result
+                args = [conv.operands[0], init, w_val, off_val]
+                call = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), args)
+        result.replace_all_uses_with(call.results[0])
+        conv.erase()
+        logger.debug(
+            "rewrote conv at %s: %d groups x %d columns of %d (%.1f%% kept)",
+            report.location, plan.groups, plan.columns, k_total, 100 * kept / max(1, plan.groups * k_total),
+        )
+        return report
+
+
+def run_pass(module: ir.Module, options: KgsConv3dOptions | None = None) -> PassReport:
+    """Run the pass on ``module`` in place through an MLIR PassManager; return its report."""
+    from iree.compiler.passmanager import PassManager
+
+    kgs = KgsConv3dPass(options)
+    with module.context:
+        pm = PassManager("builtin.module")
+        pm.add(kgs, name=PASS_NAME, argument=PASS_NAME, description=__doc__.splitlines()[0])
+        pm.run(module.operation)
+    return kgs.report

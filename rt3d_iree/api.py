@@ -1,0 +1,81 @@
+"""The Python front door: ``rt3d_iree.compile(model, example_args, target="host")``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from iree.compiler import ir
+
+from .compiler import apply_kgs, compile_mlir, kgs_options
+from .importer import import_torch, load_model_file, new_context
+from .runtime import CompiledModule, entry_point
+from .targets import get_target
+
+logger = logging.getLogger(__name__)
+
+
+def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None) -> ir.Module:
+    """Any accepted model form -> MLIR in IREE's context.
+
+    ``model`` is a torch.nn.Module (with ``example_args``), an ExportedProgram, an
+    ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file.
+    """
+    if isinstance(model, ir.Module):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_model_file(model, context)
+    return import_torch(model, example_args, context or new_context())
+
+
+def optimize(
+    model: Any,
+    example_args: Sequence[Any] = (),
+    *,
+    target: str = "host",
+    group_size: tuple[int, int] = (8, 4),
+) -> tuple[ir.Module, Any]:
+    """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
+    tgt = get_target(target)
+    options = kgs_options(group_size, tgt)
+    module = load(model, example_args)
+    report = apply_kgs(module, options)
+    return module, report
+
+
+def compile(  # noqa: A001 - the public name users expect
+    model: Any,
+    example_args: Sequence[Any] = (),
+    *,
+    target: str = "host",
+    group_size: tuple[int, int] = (8, 4),
+    kgs: bool = True,
+    extra_flags: Sequence[str] = (),
+    save_to: str | Path | None = None,
+    reproducer_dir: str | Path | None = None,
+) -> CompiledModule:
+    """Compile a model for ``target`` and return a callable ``CompiledModule``.
+
+    Args:
+        model: torch.nn.Module (with ``example_args``), ExportedProgram, ir.Module or a path
+            to a .pt2 / .mlir / .mlirbc file.
+        example_args: inputs of the shape the module will be called with (shapes are static).
+        target: a name from ``rt3d_iree.targets.TARGETS``.
+        group_size: (gM filters, gN channels) of the KGS structure to exploit.
+        kgs: False compiles with IREE's stock conv lowering (the baseline).
+        extra_flags: more iree-compile flags, appended after the target's (so they override).
+        save_to: also write the vmfb here (atomically).
+        reproducer_dir: where a failing compile leaves its MLIR and command.
+    """
+    tgt = get_target(target)
+    options = kgs_options(group_size, tgt)
+    module = load(model, example_args)
+    function, inputs = entry_point(module)
+    report = apply_kgs(module, options) if kgs else None
+    vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)
+    compiled = CompiledModule(vmfb, tgt, function, inputs, report)
+    if save_to is not None:
+        compiled.save(save_to)
+    return compiled

@@ -1,0 +1,115 @@
+"""The compile pipeline: KGS pass, then iree-compile, with reproducers on failure.
+
+iree-compile runs as a subprocess of the wheel's own binary so that what we run is exactly
+the command a user can paste to reproduce it (torch-mlir's pass-runner practice).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from iree.compiler import ir
+from iree.compiler.tools.binaries import find_tool
+
+from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
+
+from .errors import CompileError, Rt3dError
+from .files import atomic_write
+from .targets import Target
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REPRODUCER_DIR = Path("rt3d-reproducers")
+_TEXT_LIMIT = 32 * 1024 * 1024
+
+
+def kgs_options(group_size: tuple[int, int], target: Target) -> KgsConv3dOptions:
+    """Pass options for a (gM, gN) group size on a target, with a clear error for bad sizes."""
+    try:
+        gm, gn = (int(v) for v in group_size)
+    except (TypeError, ValueError):
+        raise Rt3dError(
+            f"group size must be two integers (filters, channels), got {group_size!r}",
+            "use for example group_size=(8, 4) or --group-size 8x4",
+        ) from None
+    try:
+        return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel)
+    except ValueError as exc:
+        raise Rt3dError(f"bad group size {gm}x{gn}: {exc}", "use for example 8x4 or 4x4") from None
+
+
+def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:
+    """Run the KGS conv3d pass in place and log what it did."""
+    start = time.perf_counter()
+    report = run_pass(module, options)
+    logger.info(
+        "rt3d-kgs-conv3d: rewrote %d of %d conv3d ops in %.2f s",
+        report.rewritten, len(report.convs), time.perf_counter() - start,
+    )
+    for conv in report.skipped:
+        logger.warning("conv3d at %s left to IREE's default lowering: %s", conv.location, conv.reason)
+    return report
+
+
+def module_bytes(module: ir.Module) -> tuple[bytes, str]:
+    """Serialize for iree-compile: text when small (readable reproducers), else bytecode."""
+    buf = io.BytesIO()
+    module.operation.write_bytecode(buf)
+    data = buf.getvalue()
+    if len(data) < _TEXT_LIMIT:
+        return str(module).encode(), ".mlir"
+    return data, ".mlirbc"
+
+
+def iree_compile_command(input_path: Path, output_path: Path, target: Target, extra_flags: Sequence[str]) -> list[str]:
+    """The exact iree-compile command line; users' flags come last so they override ours."""
+    return [find_tool("iree-compile"), str(input_path), *target.flags, *extra_flags, "-o", str(output_path)]
+
+
+def compile_mlir(
+    module: ir.Module,
+    target: Target,
+    extra_flags: Sequence[str] = (),
+    reproducer_dir: str | Path | None = None,
+) -> bytes:
+    """Compile ``module`` with iree-compile for ``target``; return the vmfb bytes.
+
+    On failure, the input MLIR and a ``command.sh`` reproducing the call are written to a
+    new folder under ``reproducer_dir`` and a ``CompileError`` names both.
+    """
+    data, suffix = module_bytes(module)
+    with tempfile.TemporaryDirectory(prefix="rt3d-compile-") as tmp:
+        src = Path(tmp) / f"input{suffix}"
+        out = Path(tmp) / "module.vmfb"
+        src.write_bytes(data)
+        cmd = iree_compile_command(src, out, target, extra_flags)
+        logger.info("running: %s", shlex.join(cmd))
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        logger.info("iree-compile took %.2f s", time.perf_counter() - start)
+        if proc.returncode == 0:
+            return out.read_bytes()
+        base = Path(reproducer_dir) if reproducer_dir is not None else DEFAULT_REPRODUCER_DIR
+        base.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
+        repro_src = folder / src.name
+        repro_src.write_bytes(data)
+        repro_cmd = iree_compile_command(repro_src, folder / "module.vmfb", target, extra_flags)
+        command = shlex.join(repro_cmd)
+        atomic_write(folder / "command.sh", f"#!/bin/sh\n# reproduces the failed compile\n{command}\n")
+        (folder / "stderr.txt").write_text(proc.stderr)
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise CompileError(
+            f"iree-compile failed (exit {proc.returncode}):\n{tail}\n"
+            f"reproducer: {folder}\ncommand: {command}",
+            "run the command above to reproduce; remove or fix the extra flags if you passed any",
+            reproducer=str(folder),
+            command=command,
+        )

@@ -1,0 +1,112 @@
+"""Bring models into IREE's MLIR context: PyTorch via torch-mlir's FX importer, or MLIR files.
+
+torch-mlir and IREE each ship their own MLIR Python bindings with separate contexts, so a
+module crosses between them as bytecode (fast, and the weights stay binary blobs).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from iree.compiler import ir
+
+from .errors import Rt3dError
+
+logger = logging.getLogger(__name__)
+
+FUNCTION = "forward"
+MLIR_SUFFIXES = (".mlir", ".mlirbc")
+MODEL_SUFFIXES = (".pt2",)
+
+
+def new_context() -> ir.Context:
+    """An IREE MLIR context with every dialect IREE knows registered."""
+    return ir.Context()
+
+
+def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context | None = None) -> ir.Module:
+    """Export ``module`` with torch.export and import it as linalg-on-tensors MLIR.
+
+    ``module`` may also be a ``torch.export.ExportedProgram`` (then ``example_args`` is unused).
+    """
+    import torch
+    from torch_mlir import fx
+
+    context = context or new_context()
+    if isinstance(module, torch.nn.Module):
+        module = module.eval()
+        args = tuple(torch.as_tensor(a) if not isinstance(a, torch.Tensor) else a for a in example_args)
+        try:
+            program = torch.export.export(module, args)
+        except Exception as exc:  # torch.export raises many types; all mean "cannot export"
+            raise Rt3dError(
+                f"torch.export could not export the model: {type(exc).__name__}: {_first_line(exc)}",
+                "make forward() traceable by torch.export (no data-dependent Python control flow) "
+                "and pass example inputs of the shape you will run",
+            ) from exc
+    elif isinstance(module, torch.export.ExportedProgram):
+        program = module
+    else:
+        raise Rt3dError(
+            f"expected a torch.nn.Module or ExportedProgram, got {type(module).__name__}",
+            "pass the model object itself, or a path to a .pt2, .mlir or .mlirbc file to `rt3d compile`",
+        )
+    try:
+        imported = fx.export_and_import(program, output_type="linalg-on-tensors", func_name=FUNCTION)
+    except Exception as exc:
+        raise Rt3dError(
+            f"torch-mlir could not import the model: {type(exc).__name__}: {_first_line(exc)}",
+            "the model uses an operator torch-mlir cannot lower to linalg; replace it or file an "
+            "issue with torch-mlir naming the operator",
+        ) from exc
+    buf = io.BytesIO()
+    imported.operation.write_bytecode(buf)
+    return ir.Module.parse(buf.getvalue(), context)
+
+
+def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
+    """Parse a .mlir (text) or .mlirbc (bytecode) file into IREE's context."""
+    path = Path(path)
+    context = context or new_context()
+    if not path.is_file():
+        raise Rt3dError(f"no such file: {path}", "check the path")
+    try:
+        return ir.Module.parse(path.read_bytes(), context)
+    except ir.MLIRError as exc:
+        raise Rt3dError(
+            f"{path} is not valid MLIR: {_first_line(exc)}",
+            "pass linalg-on-tensors MLIR (for example from torch-mlir) or a .pt2 saved with torch.export.save",
+        ) from exc
+
+
+def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.Module:
+    """Load what `rt3d compile` accepts: .pt2 (torch.export.save), .mlir or .mlirbc."""
+    path = Path(path)
+    if path.suffix in MLIR_SUFFIXES:
+        return load_mlir(path, context)
+    if path.suffix in MODEL_SUFFIXES:
+        import torch
+
+        if not path.is_file():
+            raise Rt3dError(f"no such file: {path}", "check the path")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise Rt3dError(
+                f"{path} is not a readable torch.export program ({type(exc).__name__}: {_first_line(exc)})",
+                "re-save the model with torch.export.save(torch.export.export(model, example_args), path)",
+            ) from exc
+        return import_torch(program, (), context)
+    raise Rt3dError(
+        f"do not know how to read {path.name!r}",
+        "pass a .pt2 file (torch.export.save), a .mlir or a .mlirbc file",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
