@@ -361,7 +361,7 @@ def emit_kernel(
     cur, cur_shape = "%y", y_shape
     if not use_r:
         nxt = [1, *cur_shape]
-        post.append(_reshape("expand", "%y1", cur, cur_shape, nxt, 
+        post.append(_reshape("expand", "%y1", cur, cur_shape, nxt,
                              [[0, 1]] + [[i + 1] for i in range(1, len(cur_shape))]))
         cur, cur_shape = "%y1", nxt
     if geom.rows_contiguous:

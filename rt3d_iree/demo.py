@@ -1,0 +1,145 @@
+"""The main job (`rt3d demo`) and the single-layer benchmark (`rt3d bench-layer`).
+
+Both build a model, give it KGS structure, compile it dense and sparse with rt3d and with
+stock IREE, check every compiled result against PyTorch, and time all engines in one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import api
+from .bench import TOLERANCE, format_table, max_rel_error, time_torch, time_vmfb, write_results
+from .errors import Rt3dError
+from .models import C3D, count_macs
+from .sparsity import apply_kgs_magnitude
+
+logger = logging.getLogger(__name__)
+
+
+def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int], seed: int = 0) -> None:
+    """Keep ``keep`` random kernel positions per (gM x gN) block: balanced KGS at a fixed rate."""
+    gm, gn = group_size
+    rng = np.random.default_rng(seed)
+    w = conv.weight.data
+    f, c = w.shape[:2]
+    kvol = int(np.prod(w.shape[2:]))
+    flat = w.view(f, c, kvol)
+    with torch.no_grad():
+        for g in range(0, f, gm):
+            for b in range(0, c, gn):
+                drop = np.ones(kvol, dtype=bool)
+                drop[rng.choice(kvol, keep, replace=False)] = False
+                flat[g:g + gm, b:b + gn, torch.from_numpy(drop)] = 0
+
+
+def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int, threads: int,
+                 group_size: tuple[int, int], out_dir: Path, sparse_rate: float) -> dict:
+    steps = tqdm(total=8, desc=name, unit="step")
+    results = {}
+    ref_dense = dense(x).detach()
+    ref_sparse = sparse(x).detach()
+    steps.update()
+    builds = {}
+    for label, model, kgs in (("stock IREE", dense, False), ("rt3d dense", dense, True), ("rt3d KGS", sparse, True)):
+        steps.set_postfix_str(f"compile {label}")
+        builds[label] = api.compile(model, (x,), group_size=group_size, kgs=kgs, reproducer_dir=out_dir / "reproducers")
+        steps.update()
+    rows = []
+    steps.set_postfix_str("time PyTorch")
+    t = time_torch(dense, (x,), reps, threads)
+    rows.append({"engine": "PyTorch eager", "median_ms": t, "max_rel_error": 0.0})
+    steps.update()
+    for label, compiled in builds.items():
+        steps.set_postfix_str(f"time {label}")
+        ref = ref_sparse if label == "rt3d KGS" else ref_dense
+        err = max_rel_error(compiled(x), ref)
+        if err > TOLERANCE:
+            raise Rt3dError(f"{label} output differs from PyTorch: max rel error {err:.3g}",
+                            "this is a compiler bug: please report it with the reproducer")
+        ms = time_vmfb(compiled, (x.numpy(),), reps, threads)
+        rows.append({"engine": label, "median_ms": ms, "max_rel_error": err})
+        steps.update()
+    steps.close()
+    base = {r["engine"]: r["median_ms"] for r in rows}
+    for r in rows:
+        r["vs_pytorch"] = base["PyTorch eager"] / r["median_ms"]
+        r["vs_rt3d_dense"] = base["rt3d dense"] / r["median_ms"]
+    results["rows"] = rows
+    results["ratios"] = {
+        "rt3d_dense_over_pytorch_time": base["rt3d dense"] / base["PyTorch eager"],
+        "stock_over_rt3d_dense_time": base["stock IREE"] / base["rt3d dense"],
+        "rt3d_dense_over_kgs_time": base["rt3d dense"] / base["rt3d KGS"],
+        "kgs_flops_rate": sparse_rate,
+    }
+    return results
+
+
+def bench_layer(out_dir: str | Path = "rt3d-out", reps: int = 5, threads: int = 2, seed: int = 0) -> dict:
+    """The issue's reference layer: 1x64x8x28x28 -> 128 filters, 3x3x3, padding 1; KGS 8x4 keeping 9/27."""
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    dense = nn.Conv3d(64, 128, 3, padding=1).eval()
+    sparse = nn.Conv3d(64, 128, 3, padding=1).eval()
+    sparse.load_state_dict(dense.state_dict())
+    kgs_prune_positions(sparse, keep=9, group_size=(8, 4), seed=seed)
+    x = torch.randn(1, 64, 8, 28, 28)
+    res = _run_engines("layer", dense, sparse, x, reps, threads, (8, 4), out, 3.0)
+    res["layer"] = "1x64x8x28x28 -> 128, 3x3x3, pad 1; KGS gM=8 gN=4 keeps 9 of 27 positions"
+    table = format_table(res["rows"], ["engine", "median_ms", "vs_pytorch", "vs_rt3d_dense", "max_rel_error"])
+    r = res["ratios"]
+    table += (
+        f"\n\nrt3d dense / PyTorch time: {r['rt3d_dense_over_pytorch_time']:.2f} (bar <= 1.5)"
+        f"\nstock IREE / rt3d dense time: {r['stock_over_rt3d_dense_time']:.2f} (bar >= 5)"
+        f"\nrt3d dense / rt3d KGS time: {r['rt3d_dense_over_kgs_time']:.2f} (bar >= 2.4)"
+    )
+    write_results(out, "bench_layer", res, table)
+    return {**res, "table": table}
+
+
+def demo(out_dir: str | Path = "rt3d-out", width: float = 0.25, frames: int = 16, size: int = 112,
+         rate: float = 3.6, reps: int = 5, threads: int = 2, seed: int = 0) -> dict:
+    """C3D-style model, magnitude KGS masks at a whole-model FLOPs rate, all engines compared."""
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    dense = C3D(num_classes=101, width=width, frames=frames, size=size).eval()
+    x = torch.randn(1, 3, frames, size, size)
+    sparse = C3D(num_classes=101, width=width, frames=frames, size=size).eval()
+    sparse.load_state_dict(dense.state_dict())
+    layers = apply_kgs_magnitude(sparse, x, rate, (8, 4))
+    macs = count_macs(dense, x)
+    total = sum(macs.values())
+    kept = total - sum(layer.dense_macs - layer.kept_macs for layer in layers)
+    res = _run_engines("demo", dense, sparse, x, reps, threads, (8, 4), out, total / kept)
+    res["model"] = f"C3D width {width}, input 1x3x{frames}x{size}x{size}, {total / 1e9:.2f} GMAC dense"
+    res["layers"] = [{"name": lyr.name, "dense_macs": lyr.dense_macs, "kept_macs": lyr.kept_macs,
+                      "rate": lyr.rate} for lyr in layers]
+    table = format_table(res["rows"], ["engine", "median_ms", "vs_pytorch", "vs_rt3d_dense", "max_rel_error"])
+    table = f"{res['model']}; KGS 8x4 magnitude masks at {total / kept:.2f}x whole-model FLOPs\n\n" + table
+    write_results(out, "demo", res, table)
+    _plot(res["rows"], out / "demo.png", res["model"])
+    return {**res, "table": table}
+
+
+def _plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.barh([r["engine"] for r in rows], [r["median_ms"] for r in rows], color="#4477aa")
+    ax.set_xlabel("median latency (ms), lower is better")
+    ax.set_title(title, fontsize=8)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
