@@ -81,7 +81,10 @@ def time_vmfb(compiled: CompiledModule, inputs: Sequence[np.ndarray], reps: int 
             cmd.append(f"--input=@{path}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise Rt3dError(f"iree-benchmark-module failed: {proc.stderr.strip()[-800:]}", "run the module with iree-run-module to see why")
+            raise Rt3dError(
+                f"iree-benchmark-module failed: {proc.stderr.strip()[-800:]}",
+                "run the module with iree-run-module to see why",
+            )
         data = json.loads(proc.stdout)
     scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
     for b in data["benchmarks"]:

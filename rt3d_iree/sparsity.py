@@ -99,7 +99,7 @@ def apply_kgs_magnitude(
     candidates.sort(key=lambda t: t[0])
     removed = 0.0
     masks = {name: torch.ones(_units(conv.weight, gm, gn).shape, dtype=torch.bool) for name, conv in convs.items()}
-    for score, cost, name, g, b, k in candidates:
+    for _score, cost, name, g, b, k in candidates:
         if removed >= target_removed:
             break
         masks[name][g, b, k] = False

@@ -1,0 +1,95 @@
+"""The Python front door: callable results, vmfb bytes, extra flags and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rt3d_iree
+from rt3d_iree import CompileError, Rt3dError
+from rt3d_iree.bench import max_rel_error
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 4, 6, 6)
+    return model, x, rt3d_iree.compile(model, (x,))
+
+
+def test_callable_on_torch_and_numpy(small):
+    model, x, compiled = small
+    ref = model(x).detach()
+    out_t = compiled(x)
+    assert isinstance(out_t, torch.Tensor) and max_rel_error(out_t, ref) <= 1e-4
+    out_n = compiled(x.numpy())
+    assert isinstance(out_n, np.ndarray) and max_rel_error(out_n, ref) <= 1e-4
+
+
+def test_vmfb_bytes_and_save(small, tmp_path):
+    _, x, compiled = small
+    assert compiled.vmfb[:2] == b"PK" and b"IREE" in compiled.vmfb[:256]  # vmfb: zip-framed flatbuffer
+    path = compiled.save(tmp_path / "sub" / "m.vmfb")
+    assert path.read_bytes() == compiled.vmfb
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_extra_flags_reach_iree_compile(tmp_path):
+    model = nn.Conv3d(2, 4, 3).eval()
+    x = torch.randn(1, 2, 3, 5, 5)
+    dump = tmp_path / "sources"
+    rt3d_iree.compile(model, (x,), extra_flags=[f"--iree-hal-dump-executable-sources-to={dump}"])
+    assert any(dump.iterdir())
+
+
+def test_wrong_input_shape_and_dtype(small):
+    _, x, compiled = small
+    with pytest.raises(Rt3dError, match=r"input 0 has shape 1x3x4x6x7, the module was compiled for 1x3x4x6x6"):
+        compiled(torch.randn(1, 3, 4, 6, 7))
+    with pytest.raises(Rt3dError, match="dtype float64"):
+        compiled(x.double())
+    with pytest.raises(Rt3dError, match="takes 1 input"):
+        compiled(x, x)
+
+
+def test_unknown_target_and_bad_group_size(small):
+    model, x, _ = small
+    with pytest.raises(Rt3dError, match="(?s)unknown target 'mali'.*choose one of: host"):
+        rt3d_iree.compile(model, (x,), target="mali")
+    with pytest.raises(Rt3dError, match="bad group size 0x4"):
+        rt3d_iree.compile(model, (x,), group_size=(0, 4))
+    with pytest.raises(Rt3dError, match="two integers"):
+        rt3d_iree.compile(model, (x,), group_size="big")
+
+
+def test_model_without_conv3d_compiles_unchanged():
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU()).eval()
+    x = torch.randn(2, 6)
+    compiled = rt3d_iree.compile(model, (x,))
+    assert compiled.report.convs == []
+    assert max_rel_error(compiled(x), model(x).detach()) <= 1e-4
+
+
+def test_compile_failure_leaves_reproducer(tmp_path, small):
+    model, x, _ = small
+    with pytest.raises(CompileError) as info:
+        rt3d_iree.compile(model, (x,), extra_flags=["--iree-no-such-flag"], reproducer_dir=tmp_path)
+    err = info.value
+    assert "iree-compile failed" in str(err) and err.command in str(err)
+    folder = tmp_path / err.reproducer.split("/")[-1]
+    assert (folder / "input.mlir").is_file()
+    assert "--iree-no-such-flag" in (folder / "command.sh").read_text()
+
+
+def test_untraceable_model_gets_clear_error():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.export refuses it
+                return x
+            return -x
+
+    with pytest.raises(Rt3dError, match="torch.export could not export"):
+        rt3d_iree.compile(Branchy(), (torch.randn(2, 2),))

@@ -1,0 +1,101 @@
+"""`rt3d compile` and `rt3d opt` on saved models, as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from iree.compiler.tools.binaries import find_tool
+from torch import nn
+
+from rt3d_iree.bench import max_rel_error
+from rt3d_iree.runtime import CompiledModule
+from rt3d_iree.targets import TARGETS
+
+
+def rt3d(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rt3d_iree.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, (1, 3, 3))).eval()
+    x = torch.randn(1, 3, 4, 6, 6)
+    path = tmp_path_factory.mktemp("models") / "model.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(path))
+    return path, model, x
+
+
+def run_vmfb(path, x):
+    cm = CompiledModule(path.read_bytes(), TARGETS["host"], "forward", [])
+    cm.inputs = []  # run unchecked: this test checks the file, not the call-time checks
+    fn = cm._load()
+    return np.asarray(fn(x.numpy()).to_host())
+
+
+def test_compile_pt2_with_passthrough_flag(saved, tmp_path):
+    path, model, x = saved
+    out = tmp_path / "m.vmfb"
+    dump = tmp_path / "dump"
+    proc = rt3d("compile", str(path), "-o", str(out), f"--iree-hal-dump-executable-sources-to={dump}")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 2 conv3d rewritten" in proc.stdout
+    assert any(dump.iterdir())
+    assert max_rel_error(run_vmfb(out, x), model(x).detach()) <= 1e-4
+
+
+def test_opt_output_compiles_with_stock_iree_compile(saved, tmp_path):
+    path, model, x = saved
+    mlir = tmp_path / "kgs.mlir"
+    proc = rt3d("opt", str(path), "-o", str(mlir))
+    assert proc.returncode == 0, proc.stderr
+    text = mlir.read_text()
+    assert "linalg.conv_3d" not in text and "rt3d_kgs_conv3d_0" in text
+    vmfb = tmp_path / "stock.vmfb"
+    subprocess.run([find_tool("iree-compile"), str(mlir), *TARGETS["host"].flags, "-o", str(vmfb)], check=True)
+    assert max_rel_error(run_vmfb(vmfb, x), model(x).detach()) <= 1e-4
+
+
+def test_compile_mlir_input(saved, tmp_path):
+    path, model, x = saved
+    mlir = tmp_path / "kgs.mlirbc"
+    assert rt3d("opt", str(path), "-o", str(mlir)).returncode == 0
+    out = tmp_path / "m.vmfb"
+    proc = rt3d("compile", str(mlir), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert max_rel_error(run_vmfb(out, x), model(x).detach()) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compile", "missing.pt2", "-o", "x.vmfb"], "no such file: missing.pt2"),
+        (["compile", "model.onnx", "-o", "x.vmfb"], "do not know how to read 'model.onnx'"),
+        (["opt", "{model}", "-o", "x.mlir", "--target", "mali"], "unknown target 'mali'"),
+        (["opt", "{model}", "-o", "x.mlir", "--group-size", "8by4"], "group size must look like 8x4"),
+    ],
+)
+def test_bad_input_messages(saved, tmp_path, args, message):
+    path, _, _ = saved
+    args = [a.replace("{model}", str(path)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "rt3d_iree.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_pt2_and_failed_compile(saved, tmp_path):
+    path, _, _ = saved
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(path.read_bytes()[:100])
+    proc = rt3d("compile", str(bad), "-o", str(tmp_path / "x.vmfb"))
+    assert proc.returncode == 2 and "not a readable torch.export program" in proc.stderr
+    out = tmp_path / "y.vmfb"
+    proc = rt3d("compile", str(path), "-o", str(out), "--iree-no-such-flag", "--reproducer-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "reproducer:" in proc.stderr and "command:" in proc.stderr
+    assert not out.exists()
+    assert list((tmp_path / "r").glob("*/command.sh"))
