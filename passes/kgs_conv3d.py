@@ -283,6 +283,11 @@ def emit_kernel(
     w_t = f"tensor<{g}x{gm}x{nc}xf32>"
     off_t = f"tensor<{g}x{nc}xi32>"
     use_r = r > 1
+    # A loop of extent 1 is folded away by IREE, which then drops the lowering config
+    # (measured 8x slower on C3D's first layer), so single-group layers get no g loop.
+    use_g = g > 1
+    g1 = [1] if use_g else []
+    g0 = [0] if use_g else []
     pre: list[str] = []
     attr = None
     if geom.rows_contiguous:
@@ -304,19 +309,19 @@ def emit_kernel(
             r1 = [1] if use_r else []
             r0 = [0] if use_r else []
             attr = compilation_info(
-                [1, gm, *r1, q_tile, 0],
-                [1, min(config.vector_f, gm), *r1, config.vector_q, 0],
-                [0, 0, *r0, 0, 1],
+                [*g1, gm, *r1, q_tile, 0],
+                [*g1, min(config.vector_f, gm), *r1, config.vector_q, 0],
+                [*g0, 0, *r0, 0, 1],
                 config.pipeline,
             )
     else:
         # Strided rows: iterate the exact (oh, ow) grid; the gather is strided in w.
         extra = 0
         pos_dims, pos_shape, pos_terms = ["oh", "ow"], [oh, ow], [("oh", s_h * w), ("ow", s_w)]
-    dims = ["g", "f"] + (["r"] if use_r else []) + pos_dims + ["j"]
+    dims = (["g"] if use_g else []) + ["f"] + (["r"] if use_r else []) + pos_dims + ["j"]
     dim_list = ", ".join(dims)
-    y_dims = (["r"] if use_r else []) + ["f", "g"] + pos_dims
-    y_shape = ([r] if use_r else []) + [gm, g] + pos_shape
+    y_dims = (["r"] if use_r else []) + ["f"] + (["g"] if use_g else []) + pos_dims
+    y_shape = ([r] if use_r else []) + [gm] + ([g] if use_g else []) + pos_shape
     y_t = _tensor(y_shape)
     flat_len = total + extra
     flat_src = "%flat0"
@@ -328,7 +333,7 @@ def emit_kernel(
         )
         flat_src = "%flat"
     body = [
-        "      %gi = linalg.index 0 : index",
+        "      %gi = linalg.index 0 : index" if use_g else "      %gi = arith.constant 0 : index",
         f"      %ji = linalg.index {len(dims) - 1} : index",
         f"      %o = tensor.extract %off[%gi, %ji] : {off_t}",
         "      %idx0 = arith.index_cast %o : i32 to index",
@@ -337,7 +342,7 @@ def emit_kernel(
     if use_r:
         pre.append(f"    %bases = arith.constant dense<[{', '.join(map(str, bases))}]> : tensor<{r}xi32>")
         body += [
-            "      %ri = linalg.index 2 : index",
+            f"      %ri = linalg.index {dims.index('r')} : index",
             f"      %b = tensor.extract %bases[%ri] : tensor<{r}xi32>",
             "      %bi = arith.index_cast %b : i32 to index",
             f"      %idxb = arith.addi {acc}, %bi : index",
@@ -359,6 +364,12 @@ def emit_kernel(
     # accumulator (zeros or bias) viewed as [N, G, gM, Do, Ho, Wo].
     post: list[str] = []
     cur, cur_shape = "%y", y_shape
+    if not use_g:
+        fi = y_dims.index("f")
+        nxt = cur_shape[: fi + 1] + [1] + cur_shape[fi + 1:]
+        assoc = [[i] for i in range(fi)] + [[fi, fi + 1]] + [[i + 1] for i in range(fi + 1, len(cur_shape))]
+        post.append(_reshape("expand", "%yg", cur, cur_shape, nxt, assoc))
+        cur, cur_shape = "%yg", nxt
     if not use_r:
         nxt = [1, *cur_shape]
         post.append(_reshape("expand", "%y1", cur, cur_shape, nxt,
@@ -401,6 +412,10 @@ def emit_kernel(
         post.append(_slice("%ress", "%res", [n, fp, od, oh, ow], [n, f, od, oh, ow]))
         result = "%ress"
     nl = "\n"
+    w_dims, w_src, w_in_t, w_prep = "g, f, j", "%w", w_t, ""
+    if not use_g:
+        w_dims, w_src, w_in_t = "f, j", "%w2", f"tensor<{gm}x{nc}xf32>"
+        w_prep = f"    %w2 = tensor.collapse_shape %w [[0, 1], [2]] : {w_t} into {w_in_t}"
     return f"""
   func.func private @{name}(%x: {x_t}, %init: {o_t}, %w: {w_t}, %off: {off_t}) -> {o_t} {{
     %zero = arith.constant 0.000000e+00 : f32
@@ -408,7 +423,8 @@ def emit_kernel(
 {nl.join(pre)}
     %e = tensor.empty() : {y_t}
     %z = linalg.fill ins(%zero : f32) outs(%e : {y_t}) -> {y_t}
-    %y = linalg.generic {{indexing_maps = [affine_map<({dim_list}) -> (g, f, j)>, affine_map<({dim_list}) -> ({", ".join(y_dims)})>], iterator_types = [{iters}]{info}}} ins(%w : {w_t}) outs(%z : {y_t}) {{
+{w_prep}
+    %y = linalg.generic {{indexing_maps = [affine_map<({dim_list}) -> ({w_dims})>, affine_map<({dim_list}) -> ({", ".join(y_dims)})>], iterator_types = [{iters}]{info}}} ins({w_src} : {w_in_t}) outs(%z : {y_t}) {{
     ^bb0(%wv: f32, %acc: f32):
 {nl.join(body)}
       %xv = tensor.extract {flat_src}[{acc}] : {_tensor([flat_len])}
