@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from iree.compiler import ir
-
 from rt3d_iree.passes import KgsConv3dOptions, run_pass
 from rt3d_iree.passes.kgs_conv3d import ConvGeometry, plan_kgs
 from rt3d_iree.passes.weights import constant_value
