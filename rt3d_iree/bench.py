@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,6 @@ from .errors import Rt3dError
 from .runtime import CompiledModule
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Timing:
-    engine: str
-    median_ms: float
-    runs: int
-    max_rel_error: float | None = None
 
 
 def runtime_tool(name: str) -> str:
@@ -124,8 +115,6 @@ def write_results(out_dir: str | Path, name: str, payload: dict, table: str) -> 
 
 
 def _json_default(obj):
-    if isinstance(obj, Timing):
-        return asdict(obj)
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
     raise TypeError(type(obj).__name__)

@@ -91,11 +91,9 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     elif args.cmd == "opt":
         module, report = api.optimize(Path(args.input), target=args.target, group_size=args.group_size)
         if Path(args.output).suffix == ".mlirbc":
-            import io
+            from .compiler import bytecode
 
-            buf = io.BytesIO()
-            module.operation.write_bytecode(buf)
-            atomic_write(args.output, buf.getvalue())
+            atomic_write(args.output, bytecode(module))
         else:
             atomic_write(args.output, str(module))
         _summary(report)

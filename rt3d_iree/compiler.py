@@ -58,11 +58,16 @@ def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:
     return report
 
 
-def module_bytes(module: ir.Module) -> tuple[bytes, str]:
-    """Serialize for iree-compile: text when small (readable reproducers), else bytecode."""
+def bytecode(module: ir.Module) -> bytes:
+    """MLIR bytecode of ``module`` (compact; weights stay binary)."""
     buf = io.BytesIO()
     module.operation.write_bytecode(buf)
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def module_bytes(module: ir.Module) -> tuple[bytes, str]:
+    """Serialize for iree-compile: text when small (readable reproducers), else bytecode."""
+    data = bytecode(module)
     if len(data) < _TEXT_LIMIT:
         return str(module).encode(), ".mlir"
     return data, ".mlirbc"
