@@ -34,8 +34,39 @@ class KernelConfig:
 # 64 or 256 positions per workgroup were slower than 128.
 HOST_X86 = KernelConfig()
 
-CONFIGS: dict[str, KernelConfig | None] = {
+@dataclass(frozen=True)
+class SpirvKernelConfig:
+    """Tiling for GPUs through IREE's SPIR-V backend (Vulkan).
+
+    One workgroup is one subgroup of ``workgroup_q`` invocations over consecutive output
+    positions, so neighbouring lanes load neighbouring input elements (coalesced) while the
+    weights they read are the same for the whole subgroup (uniform, cached). Each invocation
+    keeps ``thread_q`` positions x every filter of its group in registers, which reuses each
+    gathered input element gM times.
+
+    Attributes:
+        workgroup_q: output positions per workgroup (= invocations x thread_q).
+        thread_q: output positions per invocation.
+        pipeline: IREE SPIR-V pipeline name.
+    """
+
+    workgroup_q: int = 64
+    thread_q: int = 1
+    pipeline: str = "BaseDistribute"
+
+
+# Adreno: subgroup (wave) size 64 in IREE's adreno target description.
+ADRENO = SpirvKernelConfig(workgroup_q=64, thread_q=1)
+
+
+# aarch64 NEON: 128-bit vectors (4 f32) and 32 registers. 8 filters x 8 positions is 16
+# accumulator registers, leaving room for the loaded row and broadcast weights.
+NEON = KernelConfig(distribution_q=128, vector_f=8, vector_q=8)
+
+CONFIGS: dict[str, KernelConfig | SpirvKernelConfig | None] = {
     "cpu": HOST_X86,
+    "neon": NEON,
+    "adreno": ADRENO,
     # No lowering config: let the backend choose (used for non-CPU targets until tuned).
     "none": None,
 }
@@ -54,4 +85,15 @@ def compilation_info(
         f"distribution = {fmt(distribution)}, vector_common_parallel = {fmt(vector)}, "
         f"vector_reduction = {fmt(reduction)}>, translation_info = "
         f"#iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<{pipeline}>>>"
+    )
+
+
+def spirv_compilation_info(tile_levels: list[list[int]], workgroup_size: list[int], pipeline: str) -> str:
+    """Render an ``#iree_codegen.compilation_info`` attribute for a SPIR-V dispatch."""
+    levels = ", ".join("[" + ", ".join(str(x) for x in lvl) + "]" for lvl in tile_levels)
+    wg = ", ".join(str(x) for x in workgroup_size)
+    return (
+        f"#iree_codegen.compilation_info<lowering_config = #iree_codegen.lowering_config<tile_sizes = [{levels}]>, "
+        f"translation_info = #iree_codegen.translation_info<pipeline = #iree_gpu.spirv_pipeline<{pipeline}> "
+        f"workgroup_size = [{wg}]>>"
     )

@@ -26,7 +26,7 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, func
 
-from .kernel_config import CONFIGS, KernelConfig, compilation_info
+from .kernel_config import CONFIGS, KernelConfig, SpirvKernelConfig, compilation_info, spirv_compilation_info
 from .weights import constant_value
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class KgsConv3dOptions:
                 f"unknown kernel target {self.target!r}; choose one of {sorted(CONFIGS)}"
             )
 
-    def kernel_config(self) -> KernelConfig | None:
+    def kernel_config(self) -> KernelConfig | SpirvKernelConfig | None:
         return self.config if self.config is not None else CONFIGS[self.target]
 
 
@@ -250,7 +250,7 @@ def _is_kgs(kept: np.ndarray, wshape: tuple[int, ...], group_m: int, group_n: in
 
 
 def emit_kernel(
-    name: str, geom: ConvGeometry, plan: KgsPlan, config: KernelConfig | None
+    name: str, geom: ConvGeometry, plan: KgsPlan, config: KernelConfig | SpirvKernelConfig | None
 ) -> str:
     """MLIR text of a private function computing the conv from the compacted form.
 
@@ -295,19 +295,31 @@ def emit_kernel(
         # input element base + q + offset, contiguous in q, so loads vectorize. Columns
         # ow..w-1 of each row and the tail past oh*w are computed and dropped.
         q_valid = oh * w
-        vq = config.vector_q if config else 16
-        dq = config.distribution_q if config else q_valid
+        if isinstance(config, SpirvKernelConfig):
+            vq, dq = config.thread_q, config.workgroup_q
+        elif config:
+            vq, dq = config.vector_q, config.distribution_q
+        else:
+            vq, dq = 16, q_valid
         # Whole tiles only: a partial tile is vectorized with masks, and a masked row load
         # becomes a scalar gather.
         n_tiles = _ceil_div(q_valid, dq)
         q_tile = _ceil_div(_ceil_div(q_valid, n_tiles), vq) * vq
+        if isinstance(config, SpirvKernelConfig):
+            q_tile = dq  # the workgroup is a whole subgroup; extra positions are dropped
         q = q_tile * n_tiles
         max_index = max(bases) + (q - 1) + int(plan.offsets.max())
         extra = max(0, max_index + 1 - total)
         pos_dims, pos_shape, pos_terms = ["q"], [q], [("q", 1)]
-        if config:
-            r1 = [1] if use_r else []
-            r0 = [0] if use_r else []
+        r1 = [1] if use_r else []
+        r0 = [0] if use_r else []
+        if isinstance(config, SpirvKernelConfig):
+            attr = spirv_compilation_info(
+                [[*g1, gm, *r1, q_tile, 0], [*g1, gm, *r1, config.thread_q, 0], [*g0, 0, *r0, 0, 4]],
+                [q_tile // config.thread_q, 1, 1],
+                config.pipeline,
+            )
+        elif config:
             attr = compilation_info(
                 [*g1, gm, *r1, q_tile, 0],
                 [*g1, min(config.vector_f, gm), *r1, config.vector_q, 0],

@@ -72,10 +72,10 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = get_target(target)
     options = kgs_options(group_size, tgt)
     module = load(model, example_args)
-    function, inputs = entry_point(module)
+    function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)
-    compiled = CompiledModule(vmfb, tgt, function, inputs, report)
+    compiled = CompiledModule(vmfb, tgt, function, inputs, report, n_outputs)
     if save_to is not None:
         compiled.save(save_to)
     return compiled

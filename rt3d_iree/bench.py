@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,34 +53,8 @@ def time_torch(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5, 
 
 
 def time_vmfb(compiled: CompiledModule, inputs: Sequence[np.ndarray], reps: int = 5, threads: int = 2) -> float:
-    """Median ms of the module's entry function, measured by iree-benchmark-module."""
-    with tempfile.TemporaryDirectory(prefix="rt3d-bench-") as tmp:
-        vmfb = Path(tmp) / "module.vmfb"
-        vmfb.write_bytes(compiled.vmfb)
-        cmd = [
-            runtime_tool("iree-benchmark-module"), f"--module={vmfb}", f"--device={compiled.target.driver}",
-            f"--function={compiled.function}", f"--benchmark_repetitions={reps}",
-            "--benchmark_format=json", "--benchmark_min_warmup_time=0.1",
-        ]
-        if compiled.target.driver == "local-task":
-            cmd.append(f"--task_topology_max_group_count={threads}")
-        for i, arr in enumerate(inputs):
-            path = Path(tmp) / f"in{i}.npy"
-            np.save(path, np.asarray(arr))
-            cmd.append(f"--input=@{path}")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise Rt3dError(
-                f"iree-benchmark-module failed: {proc.stderr.strip()[-800:]}",
-                "run the module with iree-run-module to see why",
-            )
-        data = json.loads(proc.stdout)
-    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
-    for b in data["benchmarks"]:
-        if b.get("aggregate_name") == "median":
-            return b["real_time"] * scale[b.get("time_unit", "ns")]
-    runs = [b["real_time"] * scale[b.get("time_unit", "ns")] for b in data["benchmarks"]]
-    return statistics.median(runs)
+    """Median ms of the module's entry function, measured by iree-benchmark-module on its runner."""
+    return compiled.benchmark(*inputs, threads=threads, repetitions=reps).median_ms
 
 
 def max_rel_error(out: np.ndarray | torch.Tensor, ref: torch.Tensor) -> float:

@@ -30,8 +30,15 @@ DEFAULT_REPRODUCER_DIR = Path("rt3d-reproducers")
 _TEXT_LIMIT = 32 * 1024 * 1024
 
 
-def kgs_options(group_size: tuple[int, int], target: Target) -> KgsConv3dOptions:
-    """Pass options for a (gM, gN) group size on a target, with a clear error for bad sizes."""
+def kgs_options(group_size: tuple[int, int] | str, target: Target) -> KgsConv3dOptions:
+    """Pass options for a (gM, gN) group size on a target, with a clear error for bad sizes.
+
+    ``group_size="auto"`` takes what `rt3d tune` recorded for the target (else 8x4).
+    """
+    if group_size == "auto":
+        from .tune import tuned_group_size
+
+        group_size = tuned_group_size(target.name)
     try:
         gm, gn = (int(v) for v in group_size)
     except (TypeError, ValueError):

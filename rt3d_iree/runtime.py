@@ -12,6 +12,7 @@ from iree.compiler import ir
 
 from .errors import Rt3dError
 from .files import atomic_write
+from .runners import BenchResult, Runner, get_runner
 from .targets import Target
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ class TensorSpec:
         return f"{'x'.join(map(str, self.shape))} {np.dtype(self.dtype).name}"
 
 
-def entry_point(module: ir.Module, preferred: str = "forward") -> tuple[str, list[TensorSpec]]:
-    """Name and argument specs of the module's entry function (``forward`` or the only public one)."""
+def entry_point(module: ir.Module, preferred: str = "forward") -> tuple[str, list[TensorSpec], int]:
+    """Name, argument specs and result count of the entry function (``forward`` or the only public one)."""
     publics = []
     for op in module.body.operations:
         if op.operation.name != "func.func":
@@ -61,51 +62,44 @@ def entry_point(module: ir.Module, preferred: str = "forward") -> tuple[str, lis
         if dtype is None or not t.has_static_shape:
             raise Rt3dError(f"unsupported entry argument type {t}", "use static-shape f32 inputs")
         specs.append(TensorSpec(tuple(t.shape), np.dtype(dtype)))
-    return ir.StringAttr(chosen.attributes["sym_name"]).value, specs
+    n_results = len(ir.FunctionType(ir.TypeAttr(chosen.attributes["function_type"]).value).results)
+    return ir.StringAttr(chosen.attributes["sym_name"]).value, specs, n_results
 
 
 class CompiledModule:
-    """A compiled model. Call it like the PyTorch module; ``vmfb`` holds the compiled bytes."""
+    """A compiled model. Call it like the PyTorch module; ``vmfb`` holds the compiled bytes.
 
-    def __init__(self, vmfb: bytes, target: Target, function: str, inputs: list[TensorSpec], report: Any = None):
+    Calls run where the target's code can run here: in-process for the host and Vulkan,
+    under qemu-user for aarch64 (see ``rt3d_iree.runners``); pass ``runner`` to choose.
+    """
+
+    def __init__(self, vmfb: bytes, target: Target, function: str, inputs: list[TensorSpec], report: Any = None,
+                 n_outputs: int = 1, runner: Runner | None = None):
         self.vmfb = vmfb
         self.target = target
         self.function = function
         self.inputs = inputs
         self.report = report
-        self._fn = None
+        self.n_outputs = n_outputs
+        self.runner = runner or get_runner(target.runner)
 
     def save(self, path: str | Path) -> Path:
         """Write the vmfb atomically (a failure never leaves a partial file)."""
         return atomic_write(path, self.vmfb)
 
-    def _load(self):
-        import iree.runtime as rt
-
-        if self._fn is None:
-            try:
-                config = rt.Config(self.target.driver)
-                ctx = rt.SystemContext(config=config)
-                vm_module = rt.VmModule.copy_buffer(ctx.instance, self.vmfb)
-                ctx.add_vm_module(vm_module)
-                self._fn = ctx.modules[vm_module.name][self.function]
-            except (RuntimeError, ValueError, KeyError) as exc:
-                raise Rt3dError(
-                    f"cannot load the compiled module: {exc}",
-                    "the vmfb may be truncated or built by another IREE version; compile it again",
-                ) from exc
-        return self._fn
-
     def __call__(self, *args: Any) -> Any:
         arrays, as_torch = self._check(args)
-        result = self._load()(*arrays)
-        outs = result if isinstance(result, tuple) else (result,)
-        host = [np.asarray(o.to_host()) for o in outs]
+        host = self.runner.run(self.vmfb, self.function, arrays, self.n_outputs, self.target.driver)
         if as_torch:
             import torch
 
             host = [torch.from_numpy(np.ascontiguousarray(h)) for h in host]
         return host[0] if len(host) == 1 else tuple(host)
+
+    def benchmark(self, *args: Any, threads: int = 2, repetitions: int = 5) -> BenchResult:
+        """Time the entry function on this module's runner with iree-benchmark-module."""
+        arrays, _ = self._check(args)
+        return self.runner.benchmark(self.vmfb, self.function, arrays, self.target.driver, threads, repetitions)
 
     def _check(self, args: tuple[Any, ...]) -> tuple[list[np.ndarray], bool]:
         expected = ", ".join(str(s) for s in self.inputs)

@@ -24,6 +24,8 @@ class Target:
     driver: str
     kernel: str
     description: str
+    arch: str = "x86_64"
+    runner: str = "local"
 
 
 TARGETS: dict[str, Target] = {
@@ -38,7 +40,67 @@ TARGETS: dict[str, Target] = {
         kernel="cpu",
         description="llvm-cpu for the CPU of this machine",
     ),
+    "aarch64": Target(
+        name="aarch64",
+        flags=(
+            "--iree-hal-target-device=local",
+            "--iree-hal-local-target-device-backends=llvm-cpu",
+            "--iree-llvmcpu-target-triple=aarch64-linux-android34",
+            "--iree-llvmcpu-target-cpu=cortex-a78",
+        ),
+        driver="local-task",
+        kernel="neon",
+        description="llvm-cpu for Android phones (aarch64, Cortex-A78 class: NEON + dotprod)",
+        arch="aarch64",
+        runner="qemu",
+    ),
+    "aarch64-linux": Target(
+        name="aarch64-linux",
+        flags=(
+            "--iree-hal-target-device=local",
+            "--iree-hal-local-target-device-backends=llvm-cpu",
+            "--iree-llvmcpu-target-triple=aarch64-unknown-linux-gnu",
+            "--iree-llvmcpu-target-cpu-features=+neon",
+        ),
+        driver="local-task",
+        kernel="neon",
+        description="llvm-cpu for aarch64 Linux (boards, servers; baseline NEON)",
+        arch="aarch64",
+        runner="qemu",
+    ),
+    "vulkan-adreno": Target(
+        name="vulkan-adreno",
+        flags=(
+            "--iree-hal-target-device=vulkan",
+            "--iree-vulkan-target=adreno",
+        ),
+        driver="vulkan",
+        kernel="adreno",
+        description="Vulkan SPIR-V for Qualcomm Adreno GPUs (64-lane subgroups; our conv kernels use no "
+        "subgroup operations and also run exactly on Mesa lavapipe, IREE's own FC kernels do not)",
+        arch="spirv",
+        runner="local",
+    ),
+    "vulkan": Target(
+        name="vulkan",
+        flags=(
+            "--iree-hal-target-device=vulkan",
+            "--iree-vulkan-target=vp_android_baseline_2022",
+        ),
+        driver="vulkan",
+        kernel="adreno",
+        description="Vulkan SPIR-V for any Android-baseline GPU (no subgroup operations, so it also runs "
+        "correctly on drivers whose subgroup size differs from the target's, such as Mesa lavapipe)",
+        arch="spirv",
+        runner="local",
+    ),
 }
+
+# Vulkan devices whose subgroup is narrower than Adreno's 64 lanes. IREE's own kernels for
+# vulkan-adreno (matvec and reductions, not our conv kernels) use 64-wide subgroup
+# operations and silently compute wrong results on them (measured on lavapipe: 0.5-0.9
+# relative error on a Linear layer, our conv kernels exact).
+NARROW_SUBGROUP_DEVICES = ("llvmpipe",)
 
 
 def get_target(name: str) -> Target:

@@ -1,10 +1,32 @@
 #!/usr/bin/env bash
-# Set up rt3d-iree from nothing: a virtual environment in .venv with the pinned toolchain
-# (torch 2.13.0 CPU, torch-mlir, IREE compiler and runtime 3.13.0) and test tools.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+# Set up rt3d-iree from nothing: system packages for the phone and GPU targets (qemu-user,
+# the aarch64 C library, Mesa's software Vulkan driver), a virtual environment in .venv with
+# the pinned toolchain (torch 2.13.0 CPU, torch-mlir, IREE compiler and runtime 3.13.0) and
+# test tools, and the aarch64 IREE tools. Idempotent: a second run only checks.
+# Usage: bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+
+# System packages: qemu-user + libc6:arm64 + libstdc++6:arm64 run aarch64 code here;
+# mesa-vulkan-drivers (lavapipe) + libvulkan1 run Vulkan modules without a GPU.
+need=()
+command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+[ -e /lib/ld-linux-aarch64.so.1 ] || need+=(libc6:arm64)
+ls /usr/lib/aarch64-linux-gnu/libstdc++.so.6 >/dev/null 2>&1 || need+=(libstdc++6:arm64)
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
+ls /usr/lib/x86_64-linux-gnu/libvulkan.so.1 >/dev/null 2>&1 || need+=(libvulkan1)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing system packages: ${need[*]}" >&2
+    echo "setup: run as root: dpkg --add-architecture arm64 && apt-get update && apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  dpkg --add-architecture arm64
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -13,4 +35,6 @@ VPY=.venv/bin/python
 # torch first and pinned: an unpinned torch would pull GBs of CUDA wheels.
 "$VPY" -m pip install -q torch==2.13.0
 "$VPY" -m pip install -q -e '.[test]'
+# aarch64 iree-run-module / iree-benchmark-module from the manylinux aarch64 runtime wheel.
+.venv/bin/rt3d fetch-tools
 "$VPY" -c "import torch, torch_mlir, iree.compiler, iree.runtime; print('rt3d-iree environment ready: torch', torch.__version__)"

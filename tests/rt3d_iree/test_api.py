@@ -57,7 +57,7 @@ def test_wrong_input_shape_and_dtype(small):
 
 def test_unknown_target_and_bad_group_size(small):
     model, x, _ = small
-    with pytest.raises(Rt3dError, match="(?s)unknown target 'mali'.*choose one of: host"):
+    with pytest.raises(Rt3dError, match="(?s)unknown target 'mali'.*choose one of: aarch64, .*host"):
         rt3d_iree.compile(model, (x,), target="mali")
     with pytest.raises(Rt3dError, match="bad group size 0x4"):
         rt3d_iree.compile(model, (x,), group_size=(0, 4))

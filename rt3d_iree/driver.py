@@ -1,0 +1,186 @@
+"""`rt3d bench`: the iree-benchmark-module driver for every target and runner.
+
+With no module given it benchmarks a built-in small C3D, dense and KGS, compiled for the
+target, after checking both against PyTorch on the runner itself (so a qemu run proves the
+aarch64 code correct even though its timings are of an emulator). Given a .vmfb it times
+that; given a .pt2 / .mlir / .mlirbc it compiles it first (and, for .pt2, checks it).
+Results go out as JSON and CSV beside a markdown table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import api
+from .bench import TOLERANCE, format_table, max_rel_error
+from .errors import Rt3dError
+from .files import atomic_write
+from .models import C3D, count_macs
+from .runners import Runner, get_runner
+from .sparsity import apply_kgs_magnitude
+from .targets import NARROW_SUBGROUP_DEVICES, Target, get_target
+
+logger = logging.getLogger(__name__)
+
+_NP_TYPES = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i32": np.int32, "i64": np.int64,
+             "i8": np.int8}
+COLUMNS = ["model", "variant", "target", "runner", "device", "threads", "median_ms", "dense_over_variant",
+           "max_rel_error", "timing"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `rt3d bench` measures and how."""
+
+    target: str = "host"
+    runner: str | None = None  # None: the target's default (local, or qemu for aarch64)
+    threads: int = 2
+    repetitions: int = 5
+    group_size: tuple[int, int] = (8, 4)
+    rate: float = 3.6
+    width: float = 0.125
+    frames: int = 16
+    size: int = 56
+    device: str | None = None  # IREE driver override (local-sync, local-task, vulkan); None: the target's
+
+
+def _target(cfg: BenchConfig) -> Target:
+    target = get_target(cfg.target)
+    return replace(target, driver=cfg.device) if cfg.device else target
+
+
+def parse_input(text: str) -> np.ndarray:
+    """An input as iree tools spell it: ``@file.npy`` or ``1x3x16x112x112xf32=0.5``."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:
+            raise Rt3dError(f"cannot read input {path}: {exc}", "pass a .npy file written by numpy.save") from None
+    m = re.fullmatch(r"((?:\d+x)*)([a-z]+\d+)(?:=(.*))?", text.strip())
+    if not m or m.group(2) not in _NP_TYPES:
+        raise Rt3dError(
+            f"cannot read input {text!r}",
+            "write inputs as @file.npy or SHAPExTYPE=VALUE, for example 1x3x16x112x112xf32=0.5",
+        )
+    shape = tuple(int(d) for d in m.group(1).split("x") if d)
+    try:
+        value = float(m.group(3)) if m.group(3) else 0.0
+    except ValueError:
+        raise Rt3dError(f"input {text!r}: {m.group(3)!r} is not a number",
+                        "give one fill value, or a .npy file for real data") from None
+    return np.full(shape, value, dtype=_NP_TYPES[m.group(2)])
+
+
+def _row(model: str, variant: str, target: Target, runner: Runner, result, dense_ms: float | None,
+         err: float | None) -> dict:
+    timing = "emulated: meaningless" if result.emulated else "measured"
+    return {
+        "model": model, "variant": variant, "target": target.name, "runner": runner.name,
+        "device": result.device, "threads": result.threads, "median_ms": result.median_ms,
+        "dense_over_variant": (dense_ms / result.median_ms) if dense_ms else 1.0,
+        "max_rel_error": "n/a" if err is None else err, "timing": timing,
+        "times_ms": result.times_ms,
+    }
+
+
+def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: int = 0) -> list[dict]:
+    """Small C3D, dense and KGS, compiled for ``cfg.target``, checked and timed on the runner."""
+    target = _target(cfg)
+    runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
+    device = runner.check(target.driver)  # fail before minutes of compiling if the runner cannot work
+    torch.manual_seed(seed)
+    dense = C3D(num_classes=10, width=cfg.width, frames=cfg.frames, size=cfg.size).eval()
+    x = torch.randn(1, 3, cfg.frames, cfg.size, cfg.size)
+    sparse = C3D(num_classes=10, width=cfg.width, frames=cfg.frames, size=cfg.size).eval()
+    sparse.load_state_dict(dense.state_dict())
+    layers = apply_kgs_magnitude(sparse, x, cfg.rate, cfg.group_size)
+    total = sum(count_macs(dense, x).values())
+    kept = total - sum(lyr.dense_macs - lyr.kept_macs for lyr in layers)
+    name = f"C3D w{cfg.width} 1x3x{cfg.frames}x{cfg.size}x{cfg.size}"
+    if cfg.target == "vulkan-adreno" and any(d in device for d in NARROW_SUBGROUP_DEVICES):
+        # IREE's Adreno FC kernels need 64-lane subgroups this device lacks (see targets.py):
+        # time the conv trunk, which is all our kernels, and say so.
+        logger.warning("%s has narrow subgroups: benchmarking the C3D conv trunk without its FC layers", device)
+        dense, sparse = dense.features, sparse.features
+        name += " conv trunk (no FC: device subgroups < 64)"
+    rows: list[dict] = []
+    dense_ms = None
+    with torch.no_grad():
+        variants = (("dense", dense), (f"KGS {cfg.group_size[0]}x{cfg.group_size[1]} {total / kept:.2f}x", sparse))
+        for variant, model in tqdm(variants, desc=f"bench {cfg.target}", unit="model"):
+            ref = model(x)
+            compiled = api.compile(model, (x,), target=cfg.target, group_size=cfg.group_size)
+            compiled.runner, compiled.target = runner, target
+            err = max_rel_error(compiled(x), ref) if runner.name != "adb" else None
+            if err is not None and err > TOLERANCE:
+                raise Rt3dError(f"{variant} on {cfg.target} differs from PyTorch: max rel error {err:.3g}",
+                                "this is a compiler bug: please report it with the model")
+            result = compiled.benchmark(x, threads=cfg.threads, repetitions=cfg.repetitions)
+            dense_ms = dense_ms or result.median_ms
+            rows.append(_row(name, variant, compiled.target, runner, result, dense_ms, err))
+    return rows
+
+
+def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), function: str | None = None,
+               runner_options: dict | None = None) -> list[dict]:
+    """Time a .vmfb (inputs required), or compile a .pt2 / .mlir / .mlirbc for the target first."""
+    target = _target(cfg)
+    runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
+    if not path.is_file():
+        raise Rt3dError(f"{path} does not exist", "pass a .vmfb, .pt2, .mlir or .mlirbc file")
+    runner.check(target.driver)
+    arrays = [parse_input(t) for t in inputs]
+    err = None
+    if path.suffix == ".vmfb":
+        if not arrays:
+            raise Rt3dError("a .vmfb needs its inputs",
+                            "add --input SHAPExTYPE=VALUE or --input @file.npy per argument")
+        # A bare vmfb carries no signature we read here; iree-benchmark-module checks the inputs.
+        result = runner.benchmark(path.read_bytes(), function or "forward", arrays, target.driver, cfg.threads,
+                                  cfg.repetitions)
+    else:
+        compiled = api.compile(path, target=cfg.target, group_size=cfg.group_size)
+        compiled.runner, compiled.target = runner, target
+        if not arrays:
+            rng = np.random.default_rng(0)
+            arrays = [rng.standard_normal(s.shape).astype(s.dtype) for s in compiled.inputs]
+        if path.suffix == ".pt2" and runner.name != "adb":
+            program = torch.export.load(str(path))
+            with torch.no_grad():
+                ref = program.module()(*[torch.from_numpy(a) for a in arrays])
+            ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+            out = compiled(*arrays)
+            err = max_rel_error(out[0] if isinstance(out, tuple) else out, ref)
+        result = compiled.benchmark(*arrays, threads=cfg.threads, repetitions=cfg.repetitions)
+    return [_row(path.name, "as given", target, runner, result, None, err)]
+
+
+def write_bench(rows: list[dict], out_dir: str | Path, name: str = "bench") -> tuple[str, list[Path]]:
+    """Markdown table + JSON + CSV, each written atomically; returns the table and the paths."""
+    import json
+
+    out = Path(out_dir)
+    table = format_table(rows, COLUMNS)
+    if any(r["timing"].startswith("emulated") for r in rows):
+        table += "\n\nTimings marked emulated come from qemu or a software GPU: they say nothing about a phone."
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = [
+        atomic_write(out / f"{name}.md", table + "\n"),
+        atomic_write(out / f"{name}.json", json.dumps({"rows": rows}, indent=2)),
+        atomic_write(out / f"{name}.csv", buf.getvalue()),
+    ]
+    return table, paths

@@ -1,0 +1,115 @@
+"""`rt3d tune`: pick the KGS group size (gM x gN) per target by timing synthesized layers.
+
+The paper chooses the group size offline, by on-device tests of synthesized layers: larger
+groups amortize each gathered row over more filters but constrain pruning more. We time,
+for each candidate, the same layers pruned to the same density (so every candidate does the
+same FLOPs) and record the fastest per target in a small JSON file that
+``--group-size auto`` reads. qemu cannot time, so for aarch64 the choice is set by hand
+(``--set``), from a phone measurement (``--runner adb``) or left at the NEON default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import api
+from .demo import kgs_prune_positions
+from .errors import Rt3dError
+from .files import atomic_write
+from .runners import get_runner
+from .targets import get_target
+from .tools import cache_dir
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP_SIZE = (8, 4)
+CANDIDATES = ((4, 4), (8, 4), (16, 4), (8, 8), (4, 8))
+
+
+@dataclass(frozen=True)
+class SynthLayer:
+    """A conv3d layer shape to time: (in channels, filters, frames, size, kernel)."""
+
+    cin: int
+    cout: int
+    frames: int
+    size: int
+    kernel: tuple[int, int, int] = (3, 3, 3)
+
+
+# Middle layers of C3D / R(2+1)D at reduced spatial size: where the time goes.
+LAYERS = (SynthLayer(64, 128, 8, 28), SynthLayer(128, 128, 4, 14), SynthLayer(64, 64, 8, 28, (1, 3, 3)))
+QUICK_LAYERS = (SynthLayer(32, 64, 4, 14),)
+
+
+def tuning_file() -> Path:
+    return cache_dir() / "tuning.json"
+
+
+def load_tuning(path: Path | None = None) -> dict:
+    path = path or tuning_file()
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise Rt3dError(f"the tuning file {path} is corrupt",
+                        f"delete it and run `rt3d tune` again: rm {path}") from None
+
+
+def tuned_group_size(target: str, path: Path | None = None) -> tuple[int, int]:
+    """The recorded group size for ``target``, else the default 8x4."""
+    entry = load_tuning(path).get(target)
+    return tuple(entry["group_size"]) if entry else DEFAULT_GROUP_SIZE  # type: ignore[return-value]
+
+
+def record(target: str, group_size: tuple[int, int], source: str, timings: list[dict] | None = None,
+           path: Path | None = None) -> Path:
+    path = path or tuning_file()
+    data = load_tuning(path)
+    data[target] = {"group_size": list(group_size), "source": source, "timings": timings or []}
+    return atomic_write(path, json.dumps(data, indent=2))
+
+
+def tune(target: str = "host", runner: str | None = None, candidates=CANDIDATES, keep: int = 9,
+         layers=LAYERS, threads: int = 2, repetitions: int = 5, path: Path | None = None,
+         runner_options: dict | None = None, seed: int = 0) -> dict:
+    """Time every candidate group size on ``layers`` (KGS keeping ``keep`` of 27 positions) and record the best."""
+    tgt = get_target(target)
+    run = get_runner(runner or tgt.runner, **(runner_options or {}))
+    if run.emulated:
+        raise Rt3dError(
+            f"the {run.name} runner cannot time ({target} runs under emulation here)",
+            "time on a phone with --runner adb --adb-tool PATH, or record a choice: "
+            f"rt3d tune --target {target} --set 8x4",
+        )
+    run.check(tgt.driver)
+    torch.manual_seed(seed)
+    timings = []
+    steps = tqdm(total=len(candidates) * len(layers), desc=f"tune {target}", unit="layer")
+    for gm, gn in candidates:
+        total = 0.0
+        per_layer = []
+        for layer in layers:
+            conv = nn.Conv3d(layer.cin, layer.cout, layer.kernel, padding=tuple(k // 2 for k in layer.kernel)).eval()
+            kvol = layer.kernel[0] * layer.kernel[1] * layer.kernel[2]
+            kgs_prune_positions(conv, keep=max(1, round(keep * kvol / 27)), group_size=(gm, gn), seed=seed)
+            x = torch.randn(1, layer.cin, layer.frames, layer.size, layer.size)
+            compiled = api.compile(conv, (x,), target=target, group_size=(gm, gn))
+            compiled.runner = run
+            ms = compiled.benchmark(x, threads=threads, repetitions=repetitions).median_ms
+            per_layer.append(ms)
+            total += ms
+            steps.update()
+        timings.append({"group_size": [gm, gn], "total_ms": total, "per_layer_ms": per_layer})
+    steps.close()
+    best = min(timings, key=lambda t: t["total_ms"])
+    where = record(target, tuple(best["group_size"]), f"measured with the {run.name} runner", timings, path)
+    return {"target": target, "best": best["group_size"], "timings": timings, "file": str(where)}
