@@ -103,8 +103,9 @@ class ConvGeometry:
 
     @property
     def rows_contiguous(self) -> bool:
-        """Stride 1 in H and W: a flat run over (h, padded w) is contiguous in the input."""
-        return self.strides[1] == 1 and self.strides[2] == 1
+        """Stride 1 in H and W (or a single output row / column, where the stride never
+        applies): a flat run over (h, padded w) is contiguous in the input."""
+        return (self.strides[1] == 1 or self.oh == 1) and (self.strides[2] == 1 or self.ow == 1)
 
 
 @dataclass
@@ -290,6 +291,10 @@ def emit_kernel(
     g0 = [0] if use_g else []
     pre: list[str] = []
     attr = None
+    spirv = isinstance(config, SpirvKernelConfig)
+    if spirv and gm == 1:
+        raise ValueError("SPIR-V kernels need groups of at least 2 filters (plan with group_m >= 2)")
+    f1, f0 = [gm], [0]
     if geom.rows_contiguous:
         # Output positions run over a flat (h, padded-w) grid of pitch w: position q reads
         # input element base + q + offset, contiguous in q, so loads vectorize. Columns
@@ -315,7 +320,7 @@ def emit_kernel(
         r0 = [0] if use_r else []
         if isinstance(config, SpirvKernelConfig):
             attr = spirv_compilation_info(
-                [[*g1, gm, *r1, q_tile, 0], [*g1, gm, *r1, config.thread_q, 0], [*g0, 0, *r0, 0, 4]],
+                [[*g1, *f1, *r1, q_tile, 0], [*g1, *f1, *r1, config.thread_q, 0], [*g0, *f0, *r0, 0, 4]],
                 [q_tile // config.thread_q, 1, 1],
                 config.pipeline,
             )
@@ -329,11 +334,41 @@ def emit_kernel(
     else:
         # Strided rows: iterate the exact (oh, ow) grid; the gather is strided in w.
         extra = 0
-        pos_dims, pos_shape, pos_terms = ["oh", "ow"], [oh, ow], [("oh", s_h * w), ("ow", s_w)]
+        # A unit position loop is left out (IREE would fold it and our tiling would no
+        # longer fit the loop nest; found by the fuzzer).
+        pos = [(d, e, t) for d, e, t in (("oh", oh, s_h * w), ("ow", ow, s_w)) if e > 1]
+        pos_dims, pos_shape = [p[0] for p in pos], [p[1] for p in pos]
+        pos_terms = [(p[0], p[2]) for p in pos]
+        if isinstance(config, SpirvKernelConfig):
+            # One loop over the flattened (oh, ow) grid, split back with div/rem in the body:
+            # with two position loops IREE collapses them, drops our tiling and picks a
+            # subgroup reduction (found by the fuzzer). One subgroup-wide workgroup per tile.
+            pos_dims, pos_shape, pos_terms = ["p"], [oh * ow], [("p", 0)]
+            r1 = [1] if use_r else []
+            r0 = [0] if use_r else []
+            wq = config.workgroup_q
+            attr = spirv_compilation_info(
+                [[*g1, *f1, *r1, wq, 0], [*g1, *f1, *r1, 1, 0], [*g0, *f0, *r0, 0, 4]],
+                [wq, 1, 1],
+                config.pipeline,
+            )
     dims = (["g"] if use_g else []) + ["f"] + (["r"] if use_r else []) + pos_dims + ["j"]
     dim_list = ", ".join(dims)
-    y_dims = (["r"] if use_r else []) + ["f"] + (["g"] if use_g else []) + pos_dims
-    y_shape = ([r] if use_r else []) + [gm] + ([g] if use_g else []) + pos_shape
+    # Result layout. CPU: [r, f, g, positions], so that no two loops are adjacent in the same
+    # order in every map (IREE would collapse them and drop our config). SPIR-V, measured on
+    # lavapipe by the differential fuzzer: [g, r, f, positions] (the loop order would let
+    # IREE collapse (r, positions), drop our tiling and pick a 64-lane subgroup reduction;
+    # the CPU order [r, f, g, oh, ow] was computed wrong by IREE's SPIR-V codegen when G > 1).
+    if not spirv:
+        order = ["r", "f", "g"]
+    elif attr is not None:
+        order = ["g", "r", "f"]  # not [g, f, r, q]: IREE collapses (r, q) and drops our tiling
+    else:
+        order = ["g", "f", "r"]  # no GPU tiling (constant input, evaluated on the host)
+    sizes = {"g": g, "f": gm, "r": r}
+    present = {"g": use_g, "f": True, "r": use_r}
+    y_dims = [d for d in order if present[d]] + pos_dims
+    y_shape = [sizes[d] for d in order if present[d]] + pos_shape
     y_t = _tensor(y_shape)
     flat_len = total + extra
     flat_src = "%flat0"
@@ -363,6 +398,18 @@ def emit_kernel(
     for k, (dim, scale) in enumerate(pos_terms):
         body.append(f"      %p{k} = linalg.index {dims.index(dim)} : index")
         term = f"%p{k}"
+        if dim == "p":  # flattened (oh, ow): (p / ow) * s_h * w + (p % ow) * s_w
+            body += [
+                f"      %pw = arith.constant {ow} : index",
+                f"      %ph = arith.divui %p{k}, %pw : index",
+                f"      %pr = arith.remui %p{k}, %pw : index",
+                f"      %sh = arith.constant {s_h * w} : index",
+                f"      %sw = arith.constant {s_w} : index",
+                "      %ph2 = arith.muli %ph, %sh : index",
+                "      %pr2 = arith.muli %pr, %sw : index",
+                "      %pp = arith.addi %ph2, %pr2 : index",
+            ]
+            term, scale = "%pp", 1
         if scale != 1:
             body.append(f"      %c{k} = arith.constant {scale} : index")
             body.append(f"      %t{k} = arith.muli %p{k}, %c{k} : index")
@@ -372,31 +419,43 @@ def emit_kernel(
     iters = ", ".join(['"parallel"'] * (len(dims) - 1) + ['"reduction"'])
     info = f", compilation_info = {attr}" if attr else ""
 
-    # Back to NCDHW: y -> y6 [N, Do, gM, G, Ho, Wo], then one transposing add of the
-    # accumulator (zeros or bias) viewed as [N, G, gM, Do, Ho, Wo].
+    # Back to NCDHW: y -> y6 (the layout's slots with r split into (n, d) and the positions
+    # as (h, w)), then one transposing add of the accumulator viewed as [N, G, gM, Do, Ho, Wo].
     post: list[str] = []
+    full = [sizes[d] for d in order] + pos_shape
     cur, cur_shape = "%y", y_shape
-    if not use_g:
-        fi = y_dims.index("f")
-        nxt = cur_shape[: fi + 1] + [1] + cur_shape[fi + 1:]
-        assoc = [[i] for i in range(fi)] + [[fi, fi + 1]] + [[i + 1] for i in range(fi + 1, len(cur_shape))]
-        post.append(_reshape("expand", "%yg", cur, cur_shape, nxt, assoc))
-        cur, cur_shape = "%yg", nxt
-    if not use_r:
-        nxt = [1, *cur_shape]
-        post.append(_reshape("expand", "%y1", cur, cur_shape, nxt,
-                             [[0, 1]] + [[i + 1] for i in range(1, len(cur_shape))]))
-        cur, cur_shape = "%y1", nxt
+    if full != y_shape:  # put back the unit g / r dims the kernel loop nest omits
+        assoc: list[list[int]] = []
+        pending: list[int] = []
+        for i, d in enumerate(order + pos_dims):
+            if d in present and not present[d]:
+                if assoc:
+                    assoc[-1].append(i)
+                else:
+                    pending.append(i)
+            else:
+                assoc.append([*pending, i])
+                pending = []
+        post.append(_reshape("expand", "%yf", cur, cur_shape, full, assoc))
+        cur, cur_shape = "%yf", full
+    ri = order.index("r")
+    names = [x for d in order for x in (("n", "d") if d == "r" else (d,))] + ["h", "w"]
+    fin = [x for d in order for x in ((n, od) if d == "r" else (sizes[d],))] + [oh, ow]
+    split_r = [[i] for i in range(ri)] + [[ri, ri + 1]] + [[i + 1] for i in range(ri + 1, 3)]
     if geom.rows_contiguous:
-        sl = [r, gm, g, oh * w]
+        sl = [*full[:3], oh * w]
         post.append(_slice("%y2", cur, cur_shape, sl))
-        nxt = [n, od, gm, g, oh, w]
-        post.append(_reshape("expand", "%y3", "%y2", sl, nxt, [[0, 1], [2], [3], [4, 5]]))
-        fin = [n, od, gm, g, oh, ow]
+        nxt = fin[:4] + [oh, w]
+        post.append(_reshape("expand", "%y3", "%y2", sl, nxt, split_r + [[4, 5]]))
         post.append(_slice("%y6", "%y3", nxt, fin))
     else:
-        fin = [n, od, gm, g, oh, ow]
-        post.append(_reshape("expand", "%y6", cur, cur_shape, fin, [[0, 1], [2], [3], [4], [5]]))
+        if pos_dims != ["oh", "ow"]:  # put back the unit position dims / split p
+            two = [*full[:3], oh, ow]
+            assoc = {(): [[0], [1], [2, 3, 4]], ("ow",): [[0], [1], [2, 3], [4]],
+                     ("oh",): [[0], [1], [2], [3, 4]], ("p",): [[0], [1], [2], [3, 4]]}[tuple(pos_dims)]
+            post.append(_reshape("expand", "%yp", cur, cur_shape, two, assoc))
+            cur, cur_shape = "%yp", two
+        post.append(_reshape("expand", "%y6", cur, cur_shape, fin, split_r + [[4], [5]]))
     init = "%init"
     init_shape = [n, f, od, oh, ow]
     if fp != f:
@@ -412,7 +471,7 @@ def emit_kernel(
     six = "(n, g, f, d, h, w)"
     par6 = ", ".join(['"parallel"'] * 6)
     post.append(
-        f"    %sum = linalg.generic {{indexing_maps = [affine_map<{six} -> (n, d, f, g, h, w)>, "
+        f"    %sum = linalg.generic {{indexing_maps = [affine_map<{six} -> ({', '.join(names)})>, "
         f"affine_map<{six} -> {six}>], iterator_types = [{par6}]}} "
         f"ins(%y6 : {_tensor(fin)}) outs(%init6 : {_tensor(acc6)}) {{\n"
         f"    ^bb0(%u: f32, %v: f32):\n      %a = arith.addf %u, %v : f32\n      linalg.yield %a : f32\n"
@@ -476,6 +535,32 @@ def _slice(res: str, src: str, src_shape: list[int], sizes: list[int]) -> str:
     )
 
 
+def _is_constant_expr(value: ir.Value, limit: int = 10_000) -> bool:
+    """True if ``value`` is computed from constants only (no function argument reaches it)."""
+    stack, seen = [value], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit or isinstance(v.owner, ir.Block):
+            return False  # a block argument: the function's input (or too deep to tell)
+        stack.extend(v.owner.operands)
+    return True
+
+
+def _is_generic_conv3d(op: ir.Operation) -> bool:
+    """A linalg.generic that slides a 3-D window: an input map with three ``dX + dY`` results
+    and at least three reduction loops (how torch-mlir writes grouped conv3d)."""
+    try:
+        maps = ir.ArrayAttr(op.attributes["indexing_maps"])
+        iters = str(op.attributes["iterator_types"])
+    except (KeyError, ValueError):
+        return False
+    if iters.count("reduction") < 3 or not len(maps):
+        return False
+    results = str(maps[0]).split("->", 1)[-1]
+    return results.count("+") >= 3
+
+
 class KgsConv3dPass:
     """Python-defined MLIR pass; add it with ``PassManager.add(KgsConv3dPass(options))``.
 
@@ -500,6 +585,11 @@ class KgsConv3dPass:
                     ConvReport(str(o.location), False, f"{o.name} is not supported (only {CONV_OP})")
                 )
                 logger.info("leaving %s at %s to IREE: unsupported conv form", o.name, o.location)
+            elif o.name == "linalg.generic" and _is_generic_conv3d(o):
+                reason = ("a 3-D convolution written as linalg.generic (torch-mlir emits grouped conv3d, "
+                          "groups > 1, this way) is not supported")
+                self.report.convs.append(ConvReport(str(o.location), False, reason))
+                logger.info("leaving conv at %s to IREE: %s", o.location, reason)
             return ir.WalkResult.ADVANCE
 
         module_op.walk(collect)
@@ -523,6 +613,11 @@ class KgsConv3dPass:
         init = conv.operands[2]
         result = conv.results[0]
         plan = plan_kgs(weight, geom, opts.group_m, opts.group_n)
+        if isinstance(opts.kernel_config(), SpirvKernelConfig) and plan.group_m == 1:
+            # A unit filter loop is folded by IREE, after which our SPIR-V tiling no longer
+            # fits (wrong results or failed compiles, found by the fuzzer) and IREE's own
+            # choice is a subgroup reduction assuming the target's width: pair the filters.
+            plan = plan_kgs(weight, geom, 2, opts.group_n)
         k_total = geom.c * geom.kernel_volume
         kept = int(plan.kept_per_group.sum())
         positions = geom.n * geom.od * geom.oh * geom.ow
@@ -547,7 +642,12 @@ class KgsConv3dPass:
             logger.info(
                 "conv at %s: unbalanced groups waste %.0f%% of MACs on padding", report.location, waste * 100
             )
-        text = emit_kernel(name, geom, plan, opts.kernel_config())
+        config = opts.kernel_config()
+        if isinstance(config, SpirvKernelConfig) and _is_constant_expr(conv.operands[0]):
+            # IREE evaluates constant subgraphs at compile time on the host CPU, where a GPU
+            # tiling does not lower (found by the fuzzer: a conv after a fully pruned one).
+            config = None
+        text = emit_kernel(name, geom, plan, config)
         with conv.context, conv.location:
             helper = ir.Module.parse("module {" + text + "\n}")
             fn = helper.body.operations[0]

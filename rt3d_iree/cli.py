@@ -198,6 +198,10 @@ def _summary(report) -> None:
     if report is None:
         return
     done = report.rewritten
+    if not report.convs:
+        print("rt3d-kgs-conv3d: the model has no conv3d, so there is nothing to speed up "
+              "(compiled with IREE's stock lowering)")
+        return
     print(f"rt3d-kgs-conv3d: {done} of {len(report.convs)} conv3d rewritten")
     for conv in report.skipped:
         print(f"  left to IREE: {conv.location}: {conv.reason}")

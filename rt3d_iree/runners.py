@@ -124,6 +124,20 @@ def _run_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequence[np.n
         return [np.load(p) for p in outs]
 
 
+def _benchmark_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequence[np.ndarray], driver: str,
+                           threads: int, repetitions: int, what: str) -> tuple[float, list[float]]:
+    """Time the entry function with an iree-benchmark-module command line (median ms, runs)."""
+    with tempfile.TemporaryDirectory(prefix="rt3d-bench-") as tmp:
+        path = Path(tmp) / "module.vmfb"
+        path.write_bytes(vmfb)
+        ins = _write_inputs(Path(tmp), inputs)
+        cmd = make_cmd(benchmark_args(str(path), function, [str(p) for p in ins], driver, threads, repetitions))
+        logger.info("running: %s", shlex.join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        _check(proc, what, cmd)
+    return parse_benchmark_json(proc.stdout)
+
+
 class Runner:
     """Runs and times vmfb modules somewhere."""
 
@@ -187,16 +201,8 @@ class LocalRunner(Runner):
         from .bench import runtime_tool
 
         device = self.check(driver)
-        with tempfile.TemporaryDirectory(prefix="rt3d-bench-") as tmp:
-            path = Path(tmp) / "module.vmfb"
-            path.write_bytes(vmfb)
-            ins = _write_inputs(Path(tmp), inputs)
-            cmd = [runtime_tool("iree-benchmark-module"),
-                   *benchmark_args(str(path), function, [str(p) for p in ins], driver, threads, repetitions)]
-            logger.info("running: %s", shlex.join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            _check(proc, "iree-benchmark-module", cmd)
-        median, runs = parse_benchmark_json(proc.stdout)
+        median, runs = _benchmark_module_tool(lambda args: [runtime_tool("iree-benchmark-module"), *args], vmfb,
+                                              function, inputs, driver, threads, repetitions, "iree-benchmark-module")
         return BenchResult(self.name, device, driver, threads, repetitions, median, runs,
                            emulated=driver == "vulkan" and "llvmpipe" in device)
 
@@ -226,16 +232,8 @@ class QemuRunner(Runner):
 
     def benchmark(self, vmfb, function, inputs, driver, threads=2, repetitions=5):
         device = self.check(driver)
-        with tempfile.TemporaryDirectory(prefix="rt3d-qemu-") as tmp:
-            path = Path(tmp) / "module.vmfb"
-            path.write_bytes(vmfb)
-            ins = _write_inputs(Path(tmp), inputs)
-            cmd = self._cmd("iree-benchmark-module",
-                            benchmark_args(str(path), function, [str(p) for p in ins], driver, threads, repetitions))
-            logger.info("running: %s", shlex.join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            _check(proc, "iree-benchmark-module under qemu", cmd)
-        median, runs = parse_benchmark_json(proc.stdout)
+        median, runs = _benchmark_module_tool(lambda args: self._cmd("iree-benchmark-module", args), vmfb, function,
+                                              inputs, driver, threads, repetitions, "iree-benchmark-module under qemu")
         return BenchResult(self.name, device, driver, threads, repetitions, median, runs, emulated=True)
 
 

@@ -28,26 +28,20 @@ class Target:
     runner: str = "local"
 
 
+_LLVM_CPU = ("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu")
+
 TARGETS: dict[str, Target] = {
     "host": Target(
         name="host",
-        flags=(
-            "--iree-hal-target-device=local",
-            "--iree-hal-local-target-device-backends=llvm-cpu",
-            "--iree-llvmcpu-target-cpu=host",
-        ),
+        flags=(*_LLVM_CPU, "--iree-llvmcpu-target-cpu=host"),
         driver="local-task",
         kernel="cpu",
         description="llvm-cpu for the CPU of this machine",
     ),
     "aarch64": Target(
         name="aarch64",
-        flags=(
-            "--iree-hal-target-device=local",
-            "--iree-hal-local-target-device-backends=llvm-cpu",
-            "--iree-llvmcpu-target-triple=aarch64-linux-android34",
-            "--iree-llvmcpu-target-cpu=cortex-a78",
-        ),
+        flags=(*_LLVM_CPU, "--iree-llvmcpu-target-triple=aarch64-linux-android34",
+               "--iree-llvmcpu-target-cpu=cortex-a78"),
         driver="local-task",
         kernel="neon",
         description="llvm-cpu for Android phones (aarch64, Cortex-A78 class: NEON + dotprod)",
@@ -56,12 +50,8 @@ TARGETS: dict[str, Target] = {
     ),
     "aarch64-linux": Target(
         name="aarch64-linux",
-        flags=(
-            "--iree-hal-target-device=local",
-            "--iree-hal-local-target-device-backends=llvm-cpu",
-            "--iree-llvmcpu-target-triple=aarch64-unknown-linux-gnu",
-            "--iree-llvmcpu-target-cpu-features=+neon",
-        ),
+        flags=(*_LLVM_CPU, "--iree-llvmcpu-target-triple=aarch64-unknown-linux-gnu",
+               "--iree-llvmcpu-target-cpu-features=+neon"),
         driver="local-task",
         kernel="neon",
         description="llvm-cpu for aarch64 Linux (boards, servers; baseline NEON)",

@@ -1,0 +1,205 @@
+"""Differential fuzzing of the KGS conv3d pass against PyTorch, on every target.
+
+Hypothesis draws random conv3d configurations (channels 1-64, kernel dims 1-7, stride 1-3,
+padding 0-3, dilation 1-3, bias or not, batch 1-2, inputs down to the kernel size), random
+KGS masks with their own group size (fully pruned groups, fully pruned layers, all-zero
+weights included), pass group sizes that need not divide F or C, and chains of two convs
+with a ReLU. Several cases share one compiled module (one input and one output per case),
+so a few hundred cases fit in CI's time. Every output must match PyTorch within
+max abs error <= 1e-4 x max |reference|.
+
+Counts: ``--fuzz-scale N`` multiplies the number of examples (nightly: 10 or more). Cases
+run per target are written to rt3d-out/fuzz_counts.json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import rt3d_iree
+from rt3d_iree.bench import TOLERANCE
+
+pytestmark = pytest.mark.slow
+
+CASES_PER_MODULE = 5
+MAX_MACS = 3_000_000  # per case, so a module compiles and runs in seconds (also under qemu)
+COUNTS: Counter = Counter()
+
+
+@dataclass
+class ConvCase:
+    """One conv3d (or a conv-ReLU-conv chain) with its input shape and weight mask kind."""
+
+    cin: int
+    cout: int
+    kernel: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    padding: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    bias: bool
+    batch: int
+    spatial: tuple[int, int, int]
+    mask: str  # "dense", "kgs", "pruned_groups", "pruned_layer", "zero_weight"
+    mask_group: tuple[int, int]
+    keep: int
+    seed: int
+    chain_cout: int | None  # a second 3x3x3 (padding 1) conv after a ReLU
+
+    def out_spatial(self) -> tuple[int, ...]:
+        return tuple(
+            (n + 2 * p - (k - 1) * d - 1) // s + 1
+            for n, p, k, d, s in zip(self.spatial, self.padding, self.kernel, self.dilation, self.stride, strict=True)
+        )
+
+    def macs(self) -> int:
+        outs = int(np.prod(self.out_spatial()))
+        m = self.batch * self.cout * outs * self.cin * int(np.prod(self.kernel))
+        if self.chain_cout:
+            m += self.batch * self.chain_cout * outs * self.cout * 27
+        return m
+
+
+@st.composite
+def conv_cases(draw) -> ConvCase:
+    kernel = tuple(draw(st.integers(1, 7)) for _ in range(3))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    padding = tuple(draw(st.integers(0, 3)) for _ in range(3))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    # Inputs from the smallest that still gives one output position up to a few more.
+    spatial = tuple(
+        max(1, (k - 1) * d + 1 - 2 * p) + draw(st.integers(0, 5))
+        for k, d, p in zip(kernel, dilation, padding, strict=True)
+    )
+    cin = draw(st.integers(1, 64))
+    cout = draw(st.integers(1, 64))
+    case = ConvCase(
+        cin=cin, cout=cout, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        bias=draw(st.booleans()), batch=draw(st.integers(1, 2)), spatial=spatial,
+        mask=draw(st.sampled_from(["dense", "kgs", "kgs", "pruned_groups", "pruned_layer", "zero_weight"])),
+        mask_group=(draw(st.integers(1, 9)), draw(st.integers(1, 9))),
+        keep=draw(st.integers(1, 27)), seed=draw(st.integers(0, 2**16)),
+        chain_cout=draw(st.one_of(st.none(), st.integers(1, 16))),
+    )
+    # Shrink channels (never below 1) until the case is cheap enough to run everywhere.
+    while case.macs() > MAX_MACS and (case.cin > 1 or case.cout > 1):
+        case.cin, case.cout = max(1, case.cin // 2), max(1, case.cout // 2)
+    if case.macs() > MAX_MACS:
+        case.spatial = tuple(max(1, (k - 1) * d + 1 - 2 * p) for k, d, p in zip(kernel, dilation, padding, strict=True))
+    return case
+
+
+def apply_mask(conv: nn.Conv3d, case: ConvCase) -> None:
+    """Zero weights in a KGS pattern of the case's own group size (not the pass's)."""
+    rng = np.random.default_rng(case.seed)
+    w = conv.weight.data
+    f, c = w.shape[:2]
+    kvol = int(np.prod(w.shape[2:]))
+    flat = w.view(f, c, kvol)
+    gm, gn = case.mask_group
+    with torch.no_grad():
+        if case.mask == "zero_weight":
+            w.zero_()
+            if conv.bias is not None:
+                conv.bias.zero_()
+        elif case.mask == "pruned_layer":
+            w.zero_()
+        elif case.mask in ("kgs", "pruned_groups"):
+            for gi, g in enumerate(range(0, f, gm)):
+                if case.mask == "pruned_groups" and gi % 2 == 0:
+                    flat[g:g + gm] = 0
+                    continue
+                for b in range(0, c, gn):
+                    drop = np.ones(kvol, dtype=bool)
+                    drop[rng.choice(kvol, min(case.keep, kvol), replace=False)] = False
+                    flat[g:g + gm, b:b + gn, torch.from_numpy(drop)] = 0
+
+
+def build(case: ConvCase) -> nn.Module:
+    conv = nn.Conv3d(case.cin, case.cout, case.kernel, case.stride, case.padding, case.dilation, bias=case.bias)
+    apply_mask(conv, case)
+    if not case.chain_cout:
+        return conv
+    second = nn.Conv3d(case.cout, case.chain_cout, 3, padding=1)
+    apply_mask(second, ConvCase(**{**case.__dict__, "seed": case.seed + 1, "mask": "kgs"}))
+    return nn.Sequential(conv, nn.ReLU(), second)
+
+
+class Batch(nn.Module):
+    """Independent cases side by side: one input and one output each."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(m(x) for m, x in zip(self.models, xs, strict=True))
+
+
+def check_batch(cases: list[ConvCase], target: str, group_size: tuple[int, int]) -> None:
+    torch.manual_seed(cases[0].seed)
+    model = Batch([build(c) for c in cases]).eval()
+    xs = tuple(torch.randn(c.batch, c.cin, *c.spatial) for c in cases)
+    with torch.no_grad():
+        refs = model(*xs)
+    compiled = rt3d_iree.compile(model, xs, target=target, group_size=group_size)
+    outs = compiled(*xs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    for i, (case, out, ref) in enumerate(zip(cases, outs, refs, strict=True)):
+        scale = float(ref.abs().max())
+        err = float((out - ref).abs().max())
+        assert out.shape == ref.shape, (i, case)
+        assert err <= TOLERANCE * scale, f"case {i} on {target}, group {group_size}: abs err {err:.3g} " \
+                                         f"vs max|ref| {scale:.3g}\n{case}"
+    # Every conv must have gone through the pass (none left to IREE's default lowering).
+    assert not compiled.report.skipped, compiled.report.skipped
+    COUNTS[target] += len(cases)
+
+
+batches = st.lists(conv_cases(), min_size=CASES_PER_MODULE, max_size=CASES_PER_MODULE)
+group_sizes = st.tuples(st.integers(1, 16), st.integers(1, 8))
+
+
+def fuzz(target: str, examples: int):
+    @settings(max_examples=examples, deadline=None, derandomize=True, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(cases=batches, group_size=group_sizes)
+    def run(cases, group_size):
+        check_batch(cases, target, group_size)
+
+    run()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def record_counts():
+    yield
+    out = Path("rt3d-out")
+    out.mkdir(exist_ok=True)
+    path = out / "fuzz_counts.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(COUNTS)
+    path.write_text(json.dumps(old, indent=2))
+
+
+def test_fuzz_host(fuzz_scale):
+    fuzz("host", 60 * fuzz_scale)  # 300 cases
+    assert COUNTS["host"] >= 300 * fuzz_scale
+
+
+def test_fuzz_aarch64(fuzz_scale):
+    fuzz("aarch64", 6 * fuzz_scale)  # 30 cases under qemu
+    assert COUNTS["aarch64"] >= 30 * fuzz_scale
+
+
+def test_fuzz_vulkan_adreno(fuzz_scale):
+    fuzz("vulkan-adreno", 6 * fuzz_scale)  # 30 cases on lavapipe
+    assert COUNTS["vulkan-adreno"] >= 30 * fuzz_scale
