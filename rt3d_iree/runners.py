@@ -20,8 +20,9 @@ import shlex
 import statistics
 import subprocess
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,6 @@ class BenchResult:
     median_ms: float
     times_ms: list[float] = field(default_factory=list)
     emulated: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def benchmark_args(
@@ -138,24 +136,26 @@ def _benchmark_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequenc
     return parse_benchmark_json(proc.stdout)
 
 
-class Runner:
+class Runner(ABC):
     """Runs and times vmfb modules somewhere."""
 
     name = "runner"
     emulated = False
 
+    @abstractmethod
     def check(self, driver: str) -> str:
         """Raise an Rt3dError naming what to install if this runner cannot run ``driver``;
         return a device description."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run(self, vmfb: bytes, function: str, inputs: Sequence[np.ndarray], n_outputs: int,
             driver: str) -> list[np.ndarray]:
-        raise NotImplementedError
+        """Call ``function`` on ``inputs``; return its results as numpy arrays."""
 
+    @abstractmethod
     def benchmark(self, vmfb: bytes, function: str, inputs: Sequence[np.ndarray], driver: str,
                   threads: int = 2, repetitions: int = 5) -> BenchResult:
-        raise NotImplementedError
+        """Time ``function`` with iree-benchmark-module."""
 
 
 class LocalRunner(Runner):

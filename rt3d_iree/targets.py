@@ -24,7 +24,6 @@ class Target:
     driver: str
     kernel: str
     description: str
-    arch: str = "x86_64"
     runner: str = "local"
 
 
@@ -45,7 +44,6 @@ TARGETS: dict[str, Target] = {
         driver="local-task",
         kernel="neon",
         description="llvm-cpu for Android phones (aarch64, Cortex-A78 class: NEON + dotprod)",
-        arch="aarch64",
         runner="qemu",
     ),
     "aarch64-linux": Target(
@@ -55,7 +53,6 @@ TARGETS: dict[str, Target] = {
         driver="local-task",
         kernel="neon",
         description="llvm-cpu for aarch64 Linux (boards, servers; baseline NEON)",
-        arch="aarch64",
         runner="qemu",
     ),
     "vulkan-adreno": Target(
@@ -68,7 +65,6 @@ TARGETS: dict[str, Target] = {
         kernel="adreno",
         description="Vulkan SPIR-V for Qualcomm Adreno GPUs (64-lane subgroups; our conv kernels use no "
         "subgroup operations and also run exactly on Mesa lavapipe, IREE's own FC kernels do not)",
-        arch="spirv",
         runner="local",
     ),
     "vulkan": Target(
@@ -81,7 +77,6 @@ TARGETS: dict[str, Target] = {
         kernel="adreno",
         description="Vulkan SPIR-V for any Android-baseline GPU (no subgroup operations, so it also runs "
         "correctly on drivers whose subgroup size differs from the target's, such as Mesa lavapipe)",
-        arch="spirv",
         runner="local",
     ),
 }
