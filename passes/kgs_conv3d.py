@@ -289,18 +289,19 @@ def emit_kernel(
     use_g = g > 1
     g1 = [1] if use_g else []
     g0 = [0] if use_g else []
+    r1 = [1] if use_r else []
+    r0 = [0] if use_r else []
     pre: list[str] = []
     attr = None
     spirv = isinstance(config, SpirvKernelConfig)
     if spirv and gm == 1:
         raise ValueError("SPIR-V kernels need groups of at least 2 filters (plan with group_m >= 2)")
-    f1, f0 = [gm], [0]
     if geom.rows_contiguous:
         # Output positions run over a flat (h, padded-w) grid of pitch w: position q reads
         # input element base + q + offset, contiguous in q, so loads vectorize. Columns
         # ow..w-1 of each row and the tail past oh*w are computed and dropped.
         q_valid = oh * w
-        if isinstance(config, SpirvKernelConfig):
+        if spirv:
             vq, dq = config.thread_q, config.workgroup_q
         elif config:
             vq, dq = config.vector_q, config.distribution_q
@@ -310,17 +311,15 @@ def emit_kernel(
         # becomes a scalar gather.
         n_tiles = _ceil_div(q_valid, dq)
         q_tile = _ceil_div(_ceil_div(q_valid, n_tiles), vq) * vq
-        if isinstance(config, SpirvKernelConfig):
+        if spirv:
             q_tile = dq  # the workgroup is a whole subgroup; extra positions are dropped
         q = q_tile * n_tiles
         max_index = max(bases) + (q - 1) + int(plan.offsets.max())
         extra = max(0, max_index + 1 - total)
         pos_dims, pos_shape, pos_terms = ["q"], [q], [("q", 1)]
-        r1 = [1] if use_r else []
-        r0 = [0] if use_r else []
-        if isinstance(config, SpirvKernelConfig):
+        if spirv:
             attr = spirv_compilation_info(
-                [[*g1, *f1, *r1, q_tile, 0], [*g1, *f1, *r1, config.thread_q, 0], [*g0, *f0, *r0, 0, 4]],
+                [[*g1, gm, *r1, q_tile, 0], [*g1, gm, *r1, config.thread_q, 0], [*g0, 0, *r0, 0, 4]],
                 [q_tile // config.thread_q, 1, 1],
                 config.pipeline,
             )
@@ -339,16 +338,14 @@ def emit_kernel(
         pos = [(d, e, t) for d, e, t in (("oh", oh, s_h * w), ("ow", ow, s_w)) if e > 1]
         pos_dims, pos_shape = [p[0] for p in pos], [p[1] for p in pos]
         pos_terms = [(p[0], p[2]) for p in pos]
-        if isinstance(config, SpirvKernelConfig):
+        if spirv:
             # One loop over the flattened (oh, ow) grid, split back with div/rem in the body:
             # with two position loops IREE collapses them, drops our tiling and picks a
             # subgroup reduction (found by the fuzzer). One subgroup-wide workgroup per tile.
             pos_dims, pos_shape, pos_terms = ["p"], [oh * ow], [("p", 0)]
-            r1 = [1] if use_r else []
-            r0 = [0] if use_r else []
             wq = config.workgroup_q
             attr = spirv_compilation_info(
-                [[*g1, *f1, *r1, wq, 0], [*g1, *f1, *r1, 1, 0], [*g0, *f0, *r0, 0, 4]],
+                [[*g1, gm, *r1, wq, 0], [*g1, gm, *r1, 1, 0], [*g0, 0, *r0, 0, 4]],
                 [wq, 1, 1],
                 config.pipeline,
             )
