@@ -10,7 +10,7 @@ from typing import Any
 from iree.compiler import ir
 
 from .compiler import apply_kgs, compile_mlir, kgs_options
-from .importer import import_torch, load_model_file, new_context
+from .importer import CHECKPOINT_SUFFIXES, import_torch, load_model_file, new_context
 from .runtime import CompiledModule, entry_point
 from .targets import get_target
 
@@ -21,7 +21,7 @@ def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | Non
     """Any accepted model form -> MLIR in IREE's context.
 
     ``model`` is a torch.nn.Module (with ``example_args``), an ExportedProgram, an
-    ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file.
+    ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint.
     """
     if isinstance(model, ir.Module):
         return model
@@ -30,16 +30,30 @@ def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | Non
     return import_torch(model, example_args, context or new_context())
 
 
+def default_group_size(model: Any, group_size: tuple[int, int] | str | None) -> tuple[int, int] | str:
+    """``None`` means: the group size an `rt3d prune` checkpoint was pruned with, else 8x4."""
+    if group_size is not None:
+        return group_size
+    if isinstance(model, (str, Path)) and Path(model).suffix in CHECKPOINT_SUFFIXES:
+        from .prune.checkpoint import group_size_of, load_checkpoint
+
+        found = group_size_of(load_checkpoint(model))
+        if found is not None:
+            logger.info("group size %dx%d from the checkpoint", *found)
+            return found
+    return (8, 4)
+
+
 def optimize(
     model: Any,
     example_args: Sequence[Any] = (),
     *,
     target: str = "host",
-    group_size: tuple[int, int] = (8, 4),
+    group_size: tuple[int, int] | str | None = None,
 ) -> tuple[ir.Module, Any]:
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = get_target(target)
-    options = kgs_options(group_size, tgt)
+    options = kgs_options(default_group_size(model, group_size), tgt)
     module = load(model, example_args)
     report = apply_kgs(module, options)
     return module, report
@@ -50,7 +64,7 @@ def compile(  # noqa: A001 - the public name users expect
     example_args: Sequence[Any] = (),
     *,
     target: str = "host",
-    group_size: tuple[int, int] = (8, 4),
+    group_size: tuple[int, int] | str | None = None,
     kgs: bool = True,
     extra_flags: Sequence[str] = (),
     save_to: str | Path | None = None,
@@ -60,17 +74,18 @@ def compile(  # noqa: A001 - the public name users expect
 
     Args:
         model: torch.nn.Module (with ``example_args``), ExportedProgram, ir.Module or a path
-            to a .pt2 / .mlir / .mlirbc file.
+            to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint (.pt).
         example_args: inputs of the shape the module will be called with (shapes are static).
         target: a name from ``rt3d_iree.targets.TARGETS``.
-        group_size: (gM filters, gN channels) of the KGS structure to exploit.
+        group_size: (gM filters, gN channels) of the KGS structure to exploit; "auto" = what
+            `rt3d tune` recorded; None = the checkpoint's own group size, else (8, 4).
         kgs: False compiles with IREE's stock conv lowering (the baseline).
         extra_flags: more iree-compile flags, appended after the target's (so they override).
         save_to: also write the vmfb here (atomically).
         reproducer_dir: where a failing compile leaves its MLIR and command.
     """
     tgt = get_target(target)
-    options = kgs_options(group_size, tgt)
+    options = kgs_options(default_group_size(model, group_size), tgt)
     module = load(model, example_args)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,11 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("input", help="model: .pt2 (torch.export.save), .mlir or .mlirbc")
+        sp.add_argument("input", help="model: .pt2 (torch.export.save), an rt3d prune checkpoint (.pt), "
+                        ".mlir or .mlirbc")
         sp.add_argument("-o", "--output", required=True, help="output file")
         sp.add_argument("--target", default="host", help=f"one of: {', '.join(sorted(TARGETS))}")
-        sp.add_argument("--group-size", type=_group_size, default=(8, 4),
-                        help="KGS gM x gN (default 8x4; auto = what `rt3d tune` recorded for the target)")
+        sp.add_argument("--group-size", type=_group_size, default=None,
+                        help="KGS gM x gN (default: a checkpoint's own, else 8x4; auto = what `rt3d tune` "
+                        "recorded for the target)")
 
     c = sub.add_parser("compile", help="compile a model to a .vmfb (unknown flags go to iree-compile)")
     model_args(c)
@@ -86,6 +89,40 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--function", default="forward")
     be.add_argument("--group-size", type=_group_size, default=(8, 4))
     be.add_argument("--rate", type=float, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
+
+    pr = sub.add_parser("prune", help="prune a 3D CNN to a whole-model FLOPs target (filter, vanilla or KGS)")
+    pr.add_argument("-o", "--output", required=True, help="final checkpoint (.pt); rt3d compile reads it")
+    pr.add_argument("--model", default="c3d", help="c3d, r2plus1d or s3d")
+    pr.add_argument("--width", type=float, default=0.125, help="channel width multiplier (1.0 = published size)")
+    pr.add_argument("--frames", type=int, default=16)
+    pr.add_argument("--size", type=int, default=32, help="frame height = width")
+    pr.add_argument("--scheme", default="kgs", help="filter, vanilla or kgs")
+    pr.add_argument("--group-size", type=_group_size, default=(8, 4), help="gM filters x gN channels (default 8x4)")
+    pr.add_argument("--algorithm", default="reweighted", help="heuristic, fixed or reweighted")
+    pr.add_argument("--rate", type=float, default=2.6, help="whole-model FLOPs reduction target, e.g. 2.6")
+    pr.add_argument("--data", default="synthetic", help="synthetic (built in), ucf101:FOLDER or hmdb51:FOLDER")
+    pr.add_argument("--split", type=int, default=1, help="UCF101 / HMDB51 split (1-3)")
+    pr.add_argument("--epochs", type=int, help="epochs for each of regularization and retraining")
+    pr.add_argument("--reg-epochs", type=int, default=4)
+    pr.add_argument("--retrain-epochs", type=int, default=4)
+    pr.add_argument("--dense-epochs", type=int, default=8, help="dense training first (without --from-dense)")
+    pr.add_argument("--from-dense", help="start from this dense checkpoint instead of training one")
+    pr.add_argument("--rounds", type=int, default=3, help="reweighting rounds / heuristic pruning steps")
+    pr.add_argument("--lam", type=float, help="regularization strength (default: the algorithm's)")
+    pr.add_argument("--distill", type=float, default=0.0, help="knowledge distillation weight in retraining (0-1)")
+    pr.add_argument("--train-clips", type=int, default=2000, help="synthetic data: training clips")
+    pr.add_argument("--val-clips", type=int, default=500, help="synthetic data: validation clips")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--workdir", help="per-epoch checkpoints (default: OUTPUT.work)")
+    pr.add_argument("--resume", action="store_true", help="continue from the work folder's last checkpoint")
+    pr.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ptab = sub.add_parser("prune-table", help="the paper's Table 1 on synthetic data (width-reduced models)")
+    ptab.add_argument("--out", default="rt3d-out")
+    ptab.add_argument("--models", default="c3d,r2plus1d")
+    ptab.add_argument("--quick", action="store_true", help="tiny data and epochs (minutes; what CI runs)")
+    ptab.add_argument("--quiet", action="store_true", help="no progress bars")
 
     t = sub.add_parser("tune", help="choose the KGS group size for a target by timing synthesized layers")
     runner_args(t)
@@ -167,6 +204,18 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         table, paths = write_bench(rows, args.out)
         print(table)
         print("\nwrote " + ", ".join(str(p) for p in paths))
+    elif args.cmd == "prune":
+        _prune(args)
+    elif args.cmd == "prune-table":
+        from dataclasses import replace
+
+        from .prune.table import TableSettings, prune_table
+
+        settings = TableSettings.quick() if args.quick else TableSettings()
+        settings = replace(settings, models=tuple(m.strip() for m in args.models.split(",") if m.strip()))
+        res = prune_table(args.out, settings, progress=not args.quiet)
+        print(res["table"])
+        print(f"\nwrote {args.out}/prune_table.json, prune_table.csv, prune_table.md, prune_table.png")
     elif args.cmd == "tune":
         from .tune import LAYERS, QUICK_LAYERS, record, tune
 
@@ -186,6 +235,45 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         write_results(args.out, "tune", res, table)
         print(table)
     return 0
+
+
+def _prune(args: argparse.Namespace) -> None:
+    import json
+
+    from .bench import format_table
+    from .prune import PruneConfig, prune
+
+    if args.group_size == "auto":
+        raise Rt3dError("--group-size auto is for compiling", "give the pruning group size, e.g. --group-size 8x4")
+    reg, retrain = (args.epochs, args.epochs) if args.epochs else (args.reg_epochs, args.retrain_epochs)
+    cfg = PruneConfig(
+        model=args.model, width=args.width, frames=args.frames, size=args.size, scheme=args.scheme,
+        group_size=args.group_size, algorithm=args.algorithm, rate=args.rate, data=args.data, split=args.split,
+        train_clips=args.train_clips, val_clips=args.val_clips, dense_epochs=args.dense_epochs,
+        reg_epochs=reg, retrain_epochs=retrain, rounds=args.rounds, lam=args.lam, distill=args.distill,
+        batch_size=args.batch_size, seed=args.seed, from_dense=args.from_dense,
+    )
+    res = prune(cfg, args.output, args.workdir, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
+    rep = res.report
+    rows = [{"layer": r["layer"], "weight": r["shape"], "kept units": f"{r['kept_units']}/{r['units']}",
+             "MMAC": f"{r['macs'] / 1e6:.3g}", "kept MMAC": f"{r['kept_macs'] / 1e6:.3g}", "rate": f"{r['rate']:.2f}x"}
+            for r in rep["layers"]]
+    table = format_table(rows, list(rows[0]))
+    dense = "-" if rep["dense_accuracy"] is None else f"{100 * rep['dense_accuracy']:.1f}%"
+    summary = (f"{rep['model']} {rep['scheme']} {rep['group_size']} {rep['algorithm']}: whole-model FLOPs "
+               f"{rep['macs_dense'] / 1e6:.4g} -> {rep['macs_pruned'] / 1e6:.4g} MMAC ({rep['rate']:.2f}x), params "
+               f"{rep['params_dense']} -> {rep['params_pruned']}, top-1 {dense} dense -> {100 * rep['accuracy']:.1f}%")
+    if rep["structure_problems"]:
+        summary += "\nSTRUCTURE PROBLEMS: " + "; ".join(rep["structure_problems"])
+    out = Path(args.output)
+    atomic_write(out.with_suffix(".report.json"), json.dumps(rep, indent=2))
+    atomic_write(out.with_suffix(".report.md"), summary + "\n\n" + table + "\n")
+    print(table)
+    print("\n" + summary)
+    print(f"wrote {out} (compile it with: rt3d compile {out} -o model.vmfb), {out.with_suffix('.report.json')}, "
+          f"{out.with_suffix('.report.md')}")
 
 
 def _adb_options(args: argparse.Namespace) -> dict:

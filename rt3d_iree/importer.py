@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 FUNCTION = "forward"
 MLIR_SUFFIXES = (".mlir", ".mlirbc")
 MODEL_SUFFIXES = (".pt2",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # rt3d prune checkpoints
 
 
 def new_context() -> ir.Context:
@@ -84,8 +85,14 @@ def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
 
 
 def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.Module:
-    """Load what `rt3d compile` accepts: .pt2 (torch.export.save), .mlir or .mlirbc."""
+    """Load what `rt3d compile` accepts: .pt2 (torch.export.save), an `rt3d prune` checkpoint
+    (.pt / .pth), .mlir or .mlirbc."""
     path = Path(path)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        from .prune.checkpoint import load_checkpoint, model_from_checkpoint
+
+        model, example = model_from_checkpoint(load_checkpoint(path))
+        return import_torch(model, (example,), context)
     if path.suffix in MLIR_SUFFIXES:
         return load_mlir(path, context)
     if path.suffix in MODEL_SUFFIXES:
@@ -103,7 +110,7 @@ def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.M
         return import_torch(program, (), context)
     raise Rt3dError(
         f"do not know how to read {path.name!r}",
-        "pass a .pt2 file (torch.export.save), a .mlir or a .mlirbc file",
+        "pass a .pt2 file (torch.export.save), an rt3d prune checkpoint (.pt), a .mlir or a .mlirbc file",
     )
 
 

@@ -1,0 +1,414 @@
+"""The pruning run: training phases, masks, checkpoints every epoch, resume, DDP.
+
+``prune(config)`` runs one algorithm end to end. It trains on the CPU by default, and
+under ``torchrun`` it trains with DistributedDataParallel over the gloo backend (every
+process holds the same masks and penalties; rank 0 writes checkpoints and shows progress).
+
+Every epoch ends with a checkpoint holding the weights, masks, optimizer, scheduler and
+penalty state, and the epoch counter. Randomness is derived from (seed, epoch) alone, so
+a run killed at any point and resumed from its last checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from ..errors import Rt3dError
+from ..models import build_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .importance import GroupLasso, Reweighted, magnitude_scores, reference_rms, select_to_rate
+from .pruners import DEFAULT_LAMBDA, Phase, plan
+from .structure import ModelUnits, Structure, check_structure
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneConfig:
+    """Everything that defines a pruning run (saved in every checkpoint)."""
+
+    model: str = "c3d"
+    width: float = 0.125
+    frames: int = 16
+    size: int = 32
+    scheme: str = "kgs"
+    group_size: tuple[int, int] = (8, 4)
+    algorithm: str = "reweighted"
+    rate: float = 2.6
+    data: str = "synthetic"  # "synthetic", "ucf101:ROOT" or "hmdb51:ROOT"
+    split: int = 1
+    train_clips: int = 2000  # synthetic only
+    val_clips: int = 500
+    num_classes: int = 8  # synthetic only (real data sets bring their own)
+    dense_epochs: int = 8  # when not starting from a dense checkpoint
+    reg_epochs: int = 4
+    retrain_epochs: int = 4
+    rounds: int = 3
+    lam: float | None = None  # regularization strength; None = the algorithm's default
+    lr: float = 3e-3  # dense training (one-cycle)
+    prune_lr: float = 1e-3  # regularization and retraining
+    batch_size: int = 32
+    distill: float = 0.0  # weight of knowledge distillation from the dense model in retraining
+    temperature: float = 4.0
+    min_keep: float = 0.03
+    seed: int = 0
+    threads: int = 0  # 0 = torch's default
+    from_dense: str | None = None  # start from this dense checkpoint instead of training one
+
+    def __post_init__(self) -> None:
+        self.group_size = tuple(int(v) for v in self.group_size)  # type: ignore[assignment]
+        Structure(self.scheme, self.group_size)  # validates
+        if not self.rate >= 1.0:
+            raise Rt3dError(f"FLOPs reduction rate must be >= 1 (got {self.rate})", "for example --rate 2.6")
+
+
+@dataclass
+class RunResult:
+    checkpoint: Path
+    dense_accuracy: float | None
+    accuracy: float
+    rate: float
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class _Dist:
+    """Process-group facts (a single process when not launched by torchrun)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def datasets(cfg: PruneConfig) -> tuple[Dataset, Dataset, int]:
+    """Train and validation sets, and the class count, for ``cfg.data``."""
+    if cfg.data == "synthetic":
+        from ..data.synthetic import MotionClips
+
+        train = MotionClips(cfg.train_clips, cfg.frames, cfg.size, cfg.num_classes, seed=1000 + cfg.seed)
+        val = MotionClips(cfg.val_clips, cfg.frames, cfg.size, cfg.num_classes, seed=2000 + cfg.seed)
+        return train, val, cfg.num_classes
+    kind, _, root = cfg.data.partition(":")
+    if kind not in ("ucf101", "hmdb51") or not root:
+        raise Rt3dError(f"unknown data set {cfg.data!r}", "use synthetic, ucf101:FOLDER or hmdb51:FOLDER")
+    from ..data import video
+
+    make = video.ucf101 if kind == "ucf101" else video.hmdb51
+    train = make(root, split=cfg.split, train=True, frames=cfg.frames, size=cfg.size, seed=cfg.seed)
+    val = make(root, split=cfg.split, train=False, frames=cfg.frames, size=cfg.size, seed=cfg.seed)
+    return train, val, len(train.classes)
+
+
+def _model_spec(cfg: PruneConfig, num_classes: int) -> dict[str, Any]:
+    return {"name": cfg.model, "num_classes": num_classes, "width": cfg.width, "frames": cfg.frames,
+            "size": cfg.size}
+
+
+class Trainer:
+    """One pruning run's state: model, masks, regularizer, optimizer, history."""
+
+    def __init__(self, cfg: PruneConfig, workdir: Path, progress: bool = True) -> None:
+        self.cfg, self.workdir, self.progress = cfg, Path(workdir), progress
+        self.dist = _Dist()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.train_set, self.val_set, self.num_classes = datasets(cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.num_classes, cfg.width, cfg.frames, cfg.size)
+        self.example = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size)
+        self.structure = Structure(cfg.scheme, cfg.group_size)
+        self.units = ModelUnits(self.model, self.example, self.structure)
+        self.dense_accuracy: float | None = None
+        self.dense_state: dict[str, torch.Tensor] | None = None
+        self.phases = plan(cfg.algorithm, cfg.rate, cfg.reg_epochs, cfg.retrain_epochs, cfg.rounds,
+                           0 if cfg.from_dense else cfg.dense_epochs)
+        if cfg.from_dense:
+            self._load_dense(cfg.from_dense)
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.ref: dict[str, float] | None = None
+        self.reg: GroupLasso | Reweighted | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, Any]] = []
+        self.teacher: nn.Module | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _load_dense(self, path: str) -> None:
+        state = load_checkpoint(path)
+        spec = state["model_spec"]
+        mine = _model_spec(self.cfg, self.num_classes)
+        if spec != mine:
+            raise Rt3dError(f"dense checkpoint {path} is a {spec}, this run needs {mine}",
+                            "pass a dense checkpoint trained with the same model, width, frames, size and data")
+        self.model.load_state_dict(state["state_dict"])
+        self.dense_accuracy = state.get("accuracy")
+
+    def _epoch_plan(self) -> list[tuple[int, int]]:
+        """(phase index, epoch within phase) for every epoch of the run."""
+        return [(pi, k) for pi, ph in enumerate(self.phases) for k in range(ph.epochs)]
+
+    def _make_optimizer(self, phase: Phase) -> None:
+        lr = self.cfg.lr if phase.kind == "dense" else self.cfg.prune_lr
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr)
+        steps = phase.epochs * self._steps_per_epoch()
+        if phase.kind == "dense":
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, lr, total_steps=max(steps, 2))
+        elif phase.cosine:
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _s: 1.0)
+
+    def _steps_per_epoch(self) -> int:
+        per_rank = math.ceil(len(self.train_set) / self.dist.world)
+        return max(1, per_rank // self.cfg.batch_size)
+
+    def _begin_phase(self, phase: Phase) -> None:
+        """What happens before a phase's first epoch (deterministic, so resume can redo it)."""
+        if phase.kind != "dense" and self.ref is None:
+            self.ref = reference_rms(self.units)
+            self.dense_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        if phase.prune_to is not None:
+            scores = magnitude_scores(self.units, self.ref)
+            self.masks = select_to_rate(self.units, scores, phase.prune_to, self.masks, self.cfg.min_keep)
+            self.units.apply(self.masks)
+            logger.info("pruned to %.2fx whole-model FLOPs", self.units.rate(self.masks))
+            self.reg = None
+        if phase.kind == "regularize":
+            if self.reg is None:
+                self.reg = Reweighted(self.units) if self.cfg.algorithm == "reweighted" else GroupLasso(self.units)
+            elif phase.reweight:
+                self.reg.reweight()
+        self._make_optimizer(phase)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.cfg),
+            "model_spec": _model_spec(self.cfg, self.num_classes),
+            "structure": {"scheme": self.structure.scheme, "group_size": list(self.structure.group_size)},
+            "state_dict": self.model.state_dict(),
+            "masks": self.masks,
+            "ref_rms": self.ref,
+            "regularizer": None if self.reg is None else {"kind": self.reg.name, **self.reg.state_dict()},
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.epoch,
+            "history": self.history,
+            "dense_accuracy": self.dense_accuracy,
+            "dense_state": self.dense_state,
+            "world_size": self.dist.world,
+        }
+
+    def resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state.get("config") != asdict(self.cfg):
+            diff = sorted(k for k in asdict(self.cfg) if state.get("config", {}).get(k) != asdict(self.cfg)[k])
+            raise Rt3dError(f"{path} was written by a run with different settings ({', '.join(diff)})",
+                            "resume with the same arguments, or start afresh in another work folder")
+        self.model.load_state_dict(state["state_dict"])
+        self.masks = state["masks"]
+        self.ref = state["ref_rms"]
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.dense_accuracy = state["dense_accuracy"]
+        self.dense_state = state["dense_state"]
+        reg = state["regularizer"]
+        if reg is not None:
+            self.reg = Reweighted(self.units) if reg["kind"] == "reweighted" else GroupLasso(self.units)
+            self.reg.load_state_dict(reg)
+        epochs = self._epoch_plan()
+        if self.epoch < len(epochs) and epochs[self.epoch][1] > 0:  # mid-phase: restore its optimizer
+            self._make_optimizer(self.phases[epochs[self.epoch][0]])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        logger.info("resumed from %s after epoch %d", path, self.epoch)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _loader(self, dataset: Dataset, train: bool, epoch: int) -> DataLoader:
+        if train:
+            sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=True,
+                                         seed=self.cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            return DataLoader(dataset, self.cfg.batch_size, sampler=sampler, drop_last=True)
+        shard = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world))
+        return DataLoader(shard, 64)
+
+    def evaluate(self) -> float:
+        self.model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in self._loader(self.val_set, False, 0):
+                correct += int((self.model(x).argmax(1) == y).sum())
+                total += len(y)
+        correct, total = self.dist.sum(correct, total)
+        return correct / max(total, 1)
+
+    def _train_epoch(self, phase: Phase, epoch: int, model: nn.Module) -> dict[str, float]:
+        torch.manual_seed(self.cfg.seed * 100_003 + epoch)
+        self.model.train()
+        loss_sum = reg_sum = 0.0
+        steps = 0
+        lam = self.cfg.lam if self.cfg.lam is not None else DEFAULT_LAMBDA.get(self.cfg.algorithm, 0.0)
+        use_kd = phase.kind == "retrain" and self.cfg.distill > 0
+        if use_kd and self.teacher is None:
+            self.teacher = copy.deepcopy(self.model)
+            self.teacher.load_state_dict(self.dense_state)
+            self.teacher.eval()
+        loader = self._loader(self.train_set, True, epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1} {phase.kind}", leave=False,
+                   disable=not (self.progress and self.dist.main), mininterval=1.0)
+        for x, y in bar:
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, y)
+            if use_kd:
+                with torch.no_grad():
+                    t_out = self.teacher(x)
+                t = self.cfg.temperature
+                kd = nn.functional.kl_div(nn.functional.log_softmax(out / t, 1), nn.functional.softmax(t_out / t, 1),
+                                          reduction="batchmean") * t * t
+                loss = (1 - self.cfg.distill) * loss + self.cfg.distill * kd
+            total = loss
+            if phase.kind == "regularize" and self.reg is not None:
+                r = self.reg()
+                total = loss + lam * r
+                reg_sum += float(r.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.masks is not None:
+                self.units.apply(self.masks)
+            loss_sum += float(loss.detach())
+            steps += 1
+            bar.set_postfix(loss=f"{loss_sum / steps:.3f}")
+        loss_avg, reg_avg, n = self.dist.sum(loss_sum, reg_sum, steps)
+        return {"loss": loss_avg / max(n, 1), "reg": reg_avg / max(n, 1)}
+
+    def run(self, checkpoint_every_epoch: bool = True) -> None:
+        model: nn.Module = self.model
+        if self.dist.world > 1:
+            model = nn.parallel.DistributedDataParallel(self.model)
+        epochs = self._epoch_plan()
+        last = self.workdir / "last.pt"
+        outer = tqdm(total=len(epochs), initial=self.epoch, desc=f"{self.cfg.algorithm} {self.cfg.scheme}",
+                     disable=not (self.progress and self.dist.main), unit="epoch")
+        while self.epoch < len(epochs):
+            pi, k = epochs[self.epoch]
+            phase = self.phases[pi]
+            if k == 0:
+                self._begin_phase(phase)
+            t0 = time.perf_counter()
+            stats = self._train_epoch(phase, self.epoch, model)
+            acc = self.evaluate()
+            rate = self.units.rate(self.masks) if self.masks is not None else 1.0
+            self.history.append({"epoch": self.epoch + 1, "phase": phase.kind, "accuracy": acc, "rate": rate,
+                                 "seconds": time.perf_counter() - t0, **stats})
+            if phase.kind == "dense" and k == phase.epochs - 1:
+                self.dense_accuracy = acc
+            self.epoch += 1
+            outer.update(1)
+            outer.set_postfix(acc=f"{acc:.3f}", rate=f"{rate:.2f}x")
+            logger.info("epoch %d %s: loss %.3f acc %.3f rate %.2fx", self.epoch, phase.kind, stats["loss"], acc, rate)
+            if checkpoint_every_epoch and self.dist.main:
+                save_checkpoint(last, self.state())
+            self.dist.barrier()
+        outer.close()
+
+    def report(self) -> dict[str, Any]:
+        masks = self.masks if self.masks is not None else self.units.full_masks()
+        final = self.history[-1]["accuracy"] if self.history else self.evaluate()
+        rows = self.units.layer_report(masks)
+        params = sum(p.numel() for p in self.model.parameters())
+        pruned_params = sum(r["params"] - r["kept_params"] for r in rows)
+        return {
+            "model": self.cfg.model, "width": self.cfg.width,
+            "input": f"{self.cfg.frames}x{self.cfg.size}x{self.cfg.size}",
+            "scheme": self.cfg.scheme, "group_size": f"{self.cfg.group_size[0]}x{self.cfg.group_size[1]}",
+            "algorithm": self.cfg.algorithm, "target_rate": self.cfg.rate,
+            "rate": self.units.rate(masks), "macs_dense": int(self.units.dense_macs),
+            "macs_pruned": int(self.units.kept_macs(masks)),
+            "params_dense": int(params), "params_pruned": int(params - pruned_params),
+            "dense_accuracy": self.dense_accuracy, "accuracy": final, "layers": rows,
+            "structure_problems": check_structure(self.model, self.structure, self.masks),
+            "world_size": self.dist.world,
+        }
+
+
+def prune(cfg: PruneConfig, output: str | Path, workdir: str | Path | None = None, resume: bool = False,
+          progress: bool = True) -> RunResult:
+    """Run ``cfg`` to the end and write the final checkpoint to ``output`` (atomically).
+
+    ``workdir`` (default ``<output>.work``) holds ``last.pt``, written every epoch;
+    ``resume=True`` continues from it.
+    """
+    output = Path(output)
+    workdir = Path(workdir) if workdir else output.with_name(output.name + ".work")
+    trainer = Trainer(cfg, workdir, progress)
+    last = workdir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise Rt3dError(f"nothing to resume: {last} does not exist", "run without --resume to start afresh")
+        trainer.resume(last)
+    trainer.run()
+    report = trainer.report()
+    state = trainer.state()
+    state["report"] = report
+    state["accuracy"] = report["accuracy"]
+    if trainer.dist.main:
+        save_checkpoint(output, state)
+    trainer.dist.barrier()
+    return RunResult(output, report["dense_accuracy"], report["accuracy"], report["rate"], report)
+
+
+def train_dense(cfg: PruneConfig, output: str | Path, **kw: Any) -> RunResult:
+    """Train the dense model only (``cfg.dense_epochs``); its checkpoint seeds pruning runs."""
+    trainer_cfg = PruneConfig(**{**asdict(cfg), "from_dense": None})
+    output = Path(output)
+    workdir = Path(kw.pop("workdir", None) or output.with_name(output.name + ".work"))
+    trainer = Trainer(trainer_cfg, workdir, kw.pop("progress", True))
+    trainer.phases = [Phase("dense", cfg.dense_epochs, cosine=True)]
+    if kw.pop("resume", False) and (workdir / "last.pt").is_file():
+        trainer.resume(workdir / "last.pt")
+    trainer.run()
+    acc = trainer.history[-1]["accuracy"]
+    state = trainer.state()
+    state["accuracy"] = acc
+    state["report"] = trainer.report()
+    if trainer.dist.main:
+        save_checkpoint(output, state)
+    return RunResult(output, acc, acc, 1.0, state["report"])
