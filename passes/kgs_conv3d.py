@@ -545,8 +545,9 @@ def _is_constant_expr(value: ir.Value, limit: int = 10_000) -> bool:
 
 
 def _is_generic_conv3d(op: ir.Operation) -> bool:
-    """A linalg.generic that slides a 3-D window: an input map with three ``dX + dY`` results
-    and at least three reduction loops (how torch-mlir writes grouped conv3d)."""
+    """A linalg.generic that slides a 3-D window: an input map with three ``dX + dY`` results,
+    at least three reduction loops and a multiply in its body (how torch-mlir writes grouped
+    conv3d; padded 3-D max pooling slides a window too, but takes a maximum)."""
     try:
         maps = ir.ArrayAttr(op.attributes["indexing_maps"])
         iters = str(op.attributes["iterator_types"])
@@ -555,7 +556,10 @@ def _is_generic_conv3d(op: ir.Operation) -> bool:
     if iters.count("reduction") < 3 or not len(maps):
         return False
     results = str(maps[0]).split("->", 1)[-1]
-    return results.count("+") >= 3
+    if results.count("+") < 3:
+        return False
+    body = op.regions[0].blocks[0]
+    return any(o.operation.name in ("arith.mulf", "arith.muli") for o in body.operations)
 
 
 class KgsConv3dPass:

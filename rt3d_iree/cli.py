@@ -82,12 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--cpu-mask", help="adb runner: taskset CPU mask, for example f0 for four big cores")
 
     be = sub.add_parser("bench", help="time modules with iree-benchmark-module on a runner (local, qemu, adb)")
-    be.add_argument("module", nargs="?", help=".vmfb, .pt2, .mlir or .mlirbc (default: built-in small C3D, "
+    be.add_argument("module", nargs="?", help=".vmfb, .pt2, .mlir, .mlirbc or an rt3d prune checkpoint (.pt: "
+                    "its dense and pruned models, both checked against PyTorch) (default: built-in small C3D, "
                     "dense and KGS, checked against PyTorch)")
     runner_args(be)
     be.add_argument("--input", action="append", default=[], help="@file.npy or SHAPExTYPE=VALUE (repeat per input)")
     be.add_argument("--function", default="forward")
-    be.add_argument("--group-size", type=_group_size, default=(8, 4))
+    be.add_argument("--group-size", type=_group_size, default=None,
+                    help="KGS gM x gN the pass exploits (default: a checkpoint's own, else 8x4)")
     be.add_argument("--rate", type=float, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
 
     pr = sub.add_parser("prune", help="prune a 3D CNN to a whole-model FLOPs target (filter, vanilla or KGS)")

@@ -46,7 +46,7 @@ class BenchConfig:
     runner: str | None = None  # None: the target's default (local, or qemu for aarch64)
     threads: int = 2
     repetitions: int = 5
-    group_size: tuple[int, int] = (8, 4)
+    group_size: tuple[int, int] | None = None  # None: a checkpoint's own, else 8x4
     rate: float = 3.6
     width: float = 0.125
     frames: int = 16
@@ -104,7 +104,7 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
     x = torch.randn(1, 3, cfg.frames, cfg.size, cfg.size)
     sparse = C3D(num_classes=10, width=cfg.width, frames=cfg.frames, size=cfg.size).eval()
     sparse.load_state_dict(dense.state_dict())
-    layers = apply_kgs_magnitude(sparse, x, cfg.rate, cfg.group_size)
+    layers = apply_kgs_magnitude(sparse, x, cfg.rate, cfg.group_size or (8, 4))
     total = sum(count_macs(dense, x).values())
     kept = total - sum(lyr.dense_macs - lyr.kept_macs for lyr in layers)
     name = f"C3D w{cfg.width} 1x3x{cfg.frames}x{cfg.size}x{cfg.size}"
@@ -114,13 +114,20 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
         logger.warning("%s has narrow subgroups: benchmarking the C3D conv trunk without its FC layers", device)
         dense, sparse = dense.features, sparse.features
         name += " conv trunk (no FC: device subgroups < 64)"
+    gm, gn = cfg.group_size or (8, 4)
+    variants = (("dense", dense), (f"KGS {gm}x{gn} {total / kept:.2f}x", sparse))
+    return _bench_variants(name, variants, x, cfg, (gm, gn), target, runner)
+
+
+def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module]], x: torch.Tensor, cfg: BenchConfig,
+                    group_size: tuple[int, int], target: Target, runner: Runner) -> list[dict]:
+    """Compile each model for the target, check it against PyTorch on the runner, time it."""
     rows: list[dict] = []
     dense_ms = None
     with torch.no_grad():
-        variants = (("dense", dense), (f"KGS {cfg.group_size[0]}x{cfg.group_size[1]} {total / kept:.2f}x", sparse))
         for variant, model in tqdm(variants, desc=f"bench {cfg.target}", unit="model"):
             ref = model(x)
-            compiled = api.compile(model, (x,), target=cfg.target, group_size=cfg.group_size)
+            compiled = api.compile(model, (x,), target=cfg.target, group_size=group_size)
             compiled.runner, compiled.target = runner, target
             err = max_rel_error(compiled(x), ref) if runner.name != "adb" else None
             if err is not None and err > TOLERANCE:
@@ -132,13 +139,40 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
     return rows
 
 
+def bench_checkpoint(path: Path, cfg: BenchConfig, runner_options: dict | None = None, seed: int = 0) -> list[dict]:
+    """An `rt3d prune` checkpoint: its dense starting point and the pruned model, both compiled
+    with the KGS pass, checked against PyTorch and timed in one run (the speedup pruning bought)."""
+    from .prune.checkpoint import group_size_of, load_checkpoint, model_from_checkpoint
+
+    target = _target(cfg)
+    runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
+    runner.check(target.driver)
+    state = load_checkpoint(path)
+    pruned, example = model_from_checkpoint(state)
+    group_size = cfg.group_size or group_size_of(state) or (8, 4)
+    rep = state.get("report") or {}
+    variants: list[tuple[str, torch.nn.Module]] = []
+    if state.get("dense_state") is not None:
+        dense, _ = model_from_checkpoint({**state, "state_dict": state["dense_state"]})
+        variants.append(("dense (before pruning)", dense))
+    label = f"{rep.get('scheme', 'pruned')} {rep.get('algorithm', '')} {rep.get('rate', 1.0):.2f}x FLOPs".strip()
+    variants.append((label, pruned))
+    torch.manual_seed(seed)
+    x = torch.randn(example.shape)
+    spec = state["model_spec"]
+    name = f"{spec['name']} w{spec['width']} 1x3x{spec['frames']}x{spec['size']}x{spec['size']}"
+    return _bench_variants(name, variants, x, cfg, group_size, target, runner)
+
+
 def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), function: str | None = None,
                runner_options: dict | None = None) -> list[dict]:
     """Time a .vmfb (inputs required), or compile a .pt2 / .mlir / .mlirbc for the target first."""
     target = _target(cfg)
     runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
     if not path.is_file():
-        raise Rt3dError(f"{path} does not exist", "pass a .vmfb, .pt2, .mlir or .mlirbc file")
+        raise Rt3dError(f"{path} does not exist", "pass a .vmfb, .pt2, .mlir or .mlirbc file or a .pt checkpoint")
+    if path.suffix in (".pt", ".pth"):
+        return bench_checkpoint(path, cfg, runner_options)
     runner.check(target.driver)
     arrays = [parse_input(t) for t in inputs]
     err = None
@@ -150,7 +184,7 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
         result = runner.benchmark(path.read_bytes(), function or "forward", arrays, target.driver, cfg.threads,
                                   cfg.repetitions)
     else:
-        compiled = api.compile(path, target=cfg.target, group_size=cfg.group_size)
+        compiled = api.compile(path, target=cfg.target, group_size=cfg.group_size or (8, 4))
         compiled.runner, compiled.target = runner, target
         if not arrays:
             rng = np.random.default_rng(0)

@@ -147,6 +147,13 @@ class Trainer:
         self.example = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size)
         self.structure = Structure(cfg.scheme, cfg.group_size)
         self.units = ModelUnits(self.model, self.example, self.structure)
+        # Fail now, not after an hour of training, if the target is out of reach.
+        flat = {n: torch.zeros(lyr.shape, dtype=torch.float64) for n, lyr in self.units.layers.items()}
+        select_to_rate(self.units, flat, cfg.rate, None, cfg.min_keep)
+        for n, lyr in self.units.layers.items():
+            if (lyr.gm, lyr.gn) != tuple(cfg.group_size):
+                logger.info("%s (%d filters x %d channels) is smaller than a %dx%d group: its group is %dx%d",
+                            n, lyr.f, lyr.c, *cfg.group_size, lyr.gm, lyr.gn)
         self.dense_accuracy: float | None = None
         self.dense_state: dict[str, torch.Tensor] | None = None
         self.phases = plan(cfg.algorithm, cfg.rate, cfg.reg_epochs, cfg.retrain_epochs, cfg.rounds,
