@@ -68,8 +68,13 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             def lhook(m, inp, out, name=name):
                 macs[name] = out.numel() * m.in_features
             hooks.append(mod.register_forward_hook(lhook))
-    with torch.no_grad():
-        model(example)
+    was_training = model.training
+    model.eval()  # batch norm in training mode refuses a batch of one at 1x1 spatial size
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
     for h in hooks:
         h.remove()
     return macs
