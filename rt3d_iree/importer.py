@@ -6,9 +6,14 @@ module crosses between them as bytecode (fast, and the weights stay binary blobs
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-from collections.abc import Sequence
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +61,19 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
             f"expected a torch.nn.Module or ExportedProgram, got {type(module).__name__}",
             "pass the model object itself, or a path to a .pt2, .mlir or .mlirbc file to `rt3d compile`",
         )
-    try:
-        imported = fx.export_and_import(program, output_type="linalg-on-tensors", func_name=FUNCTION)
-    except Exception as exc:
+    with _captured_stderr() as diagnostics:
+        try:
+            imported = fx.export_and_import(program, output_type="linalg-on-tensors", func_name=FUNCTION)
+            failure = None
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        culprit = _culprit(diagnostics.getvalue())
         raise Rt3dError(
-            f"torch-mlir could not import the model: {type(exc).__name__}: {_first_line(exc)}",
+            f"torch-mlir could not import the model: {culprit or _first_line(failure)}",
             "the model uses an operator torch-mlir cannot lower to linalg; replace it or file an "
             "issue with torch-mlir naming the operator",
-        ) from exc
+        ) from None
     buf = io.BytesIO()
     imported.operation.write_bytecode(buf)
     return ir.Module.parse(buf.getvalue(), context)
@@ -112,6 +122,34 @@ def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.M
         f"do not know how to read {path.name!r}",
         "pass a .pt2 file (torch.export.save), an rt3d prune checkpoint (.pt), a .mlir or a .mlirbc file",
     )
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[io.StringIO]:
+    """Collect what native code (MLIR's diagnostics) writes to file descriptor 2."""
+    out = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.write(tmp.read().decode(errors="replace"))
+
+
+def _culprit(diagnostics: str) -> str | None:
+    """The operator (or first error) behind a torch-mlir lowering failure."""
+    op = re.search(r'name = "(torch\.[\w.]+)"', diagnostics) or re.search(r"operation '(torch\.aten\.[\w.]+)'",
+                                                                         diagnostics)
+    if op:
+        return f"it cannot lower the operator {op.group(1)}"
+    err = re.search(r"error: (.+)", diagnostics)
+    return f"lowering failed: {err.group(1).strip()}" if err else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -78,3 +78,18 @@ def test_bad_group_size_and_rate_on_the_cli(tmp_path, good_vmfb):
     assert proc.returncode == 2 and "FLOPs rate must be >= 1" in proc.stderr
     proc = rt3d("bench", "--group-size", "eight", "--out", str(tmp_path))
     assert proc.returncode == 2 and "group size must look like 8x4" in proc.stderr
+
+
+class _Svd(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svd(x)[1]
+
+
+def test_operator_torch_mlir_rejects_is_named(tmp_path):
+    with pytest.raises(Rt3dError, match="it cannot lower the operator torch.aten._linalg_svd") as err:
+        rt3d_iree.compile(_Svd(), (torch.randn(1, 3, 4, 4),))
+    assert "what to do:" in str(err.value)
+    proc = rt3d("compile", str(export(_Svd(), torch.randn(1, 3, 4, 4), tmp_path / "svd.pt2")),
+                "-o", str(tmp_path / "svd.vmfb"))
+    assert proc.returncode == 2 and "torch.aten._linalg_svd" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "svd.vmfb").exists()
