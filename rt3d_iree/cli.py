@@ -247,7 +247,7 @@ def _prune(args: argparse.Namespace) -> None:
 
     if args.group_size == "auto":
         raise Rt3dError("--group-size auto is for compiling", "give the pruning group size, e.g. --group-size 8x4")
-    reg, retrain = (args.epochs, args.epochs) if args.epochs else (args.reg_epochs, args.retrain_epochs)
+    reg, retrain = (args.epochs, args.epochs) if args.epochs is not None else (args.reg_epochs, args.retrain_epochs)
     cfg = PruneConfig(
         model=args.model, width=args.width, frames=args.frames, size=args.size, scheme=args.scheme,
         group_size=args.group_size, algorithm=args.algorithm, rate=args.rate, data=args.data, split=args.split,

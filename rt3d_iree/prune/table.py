@@ -13,9 +13,13 @@ import csv
 import io
 import json
 import logging
+import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..errors import Rt3dError
 from ..files import atomic_write
@@ -58,15 +62,36 @@ def _config(s: TableSettings, model: str) -> PruneConfig:
                        retrain_epochs=s.retrain_epochs, rounds=s.rounds, group_size=s.group_size, seed=s.seed)
 
 
-def _finished(path: Path, cfg: PruneConfig) -> dict[str, Any] | None:
-    """A run's saved result, if it finished with these exact settings."""
+def _finished(path: Path, cfg: PruneConfig, dense: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A run's saved result, if it finished with these exact settings (and, for a pruned
+    run, from these exact dense weights: a retrained dense model invalidates its cells)."""
     if not path.is_file():
         return None
     try:
         state = load_checkpoint(path)
     except Rt3dError:
         return None
-    return state if state.get("config") == asdict(cfg) and "report" in state else None
+    if state.get("config") != asdict(cfg) or "report" not in state:
+        return None
+    if dense is not None:
+        start = state.get("dense_state") or {}
+        if start.keys() != dense["state_dict"].keys() or not all(
+                torch.equal(start[k], v) for k, v in dense["state_dict"].items()):
+            return None
+    return state
+
+
+def _run(fn: Any, cfg: PruneConfig, path: Path, progress: bool) -> None:
+    """Run a cell, continuing its own last epoch checkpoint if a previous table run was cut off."""
+    work = path.with_name(path.name + ".work")
+    if (work / "last.pt").is_file():
+        try:
+            fn(cfg, path, progress=progress, resume=True)
+            return
+        except Rt3dError as exc:
+            logger.warning("cannot resume %s (%s): starting it again", path, exc.message)
+            shutil.rmtree(work, ignore_errors=True)
+    fn(cfg, path, progress=progress)
 
 
 def prune_table(out: str | Path, settings: TableSettings | None = None, progress: bool = True) -> dict[str, Any]:
@@ -81,8 +106,9 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
         state = _finished(dense_path, base)
         if state is None:
             logger.info("%s: training the dense model", model)
-            train_dense(base, dense_path, progress=progress)
+            _run(train_dense, base, dense_path, progress)
             state = load_checkpoint(dense_path)
+        dense_state = state
         dense_acc = float(state["accuracy"])
         results.append({"model": model, "scheme": "dense", "rate_target": 1.0, "algorithm": "-", "rate": 1.0,
                         "accuracy": dense_acc, "dense_accuracy": dense_acc, "structure_ok": True,
@@ -91,10 +117,10 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
             for algorithm in ALGORITHMS:
                 cfg = replace(base, scheme=scheme, rate=rate, algorithm=algorithm, from_dense=str(dense_path))
                 path = runs_dir / model / f"{scheme}_{rate:g}x_{algorithm}.pt"
-                state = _finished(path, cfg)
+                state = _finished(path, cfg, dense_state)
                 if state is None:
                     logger.info("%s: %s %gx %s", model, scheme, rate, algorithm)
-                    prune(cfg, path, progress=progress)
+                    _run(prune, cfg, path, progress)
                     state = load_checkpoint(path)
                 rep = state["report"]
                 pruned, _ = model_from_checkpoint(state)
@@ -104,11 +130,13 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
                                 "structure_ok": not problems, "macs": rep["macs_pruned"], "checkpoint": str(path)})
     doc = {"settings": asdict(s), "results": results}
     table = format_table(results)
+    doc["table"] = table
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes
+        return doc
     atomic_write(out / "prune_table.json", json.dumps(doc, indent=2))
     atomic_write(out / "prune_table.md", table + "\n")
     atomic_write(out / "prune_table.csv", _csv(results))
     _plot(results, out / "prune_table.png")
-    doc["table"] = table
     return doc
 
 

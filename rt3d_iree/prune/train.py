@@ -70,10 +70,24 @@ class PruneConfig:
     from_dense: str | None = None  # start from this dense checkpoint instead of training one
 
     def __post_init__(self) -> None:
-        self.group_size = tuple(int(v) for v in self.group_size)  # type: ignore[assignment]
+        try:
+            self.group_size = tuple(int(v) for v in self.group_size)  # type: ignore[assignment]
+            assert len(self.group_size) == 2
+        except (TypeError, ValueError, AssertionError):
+            raise Rt3dError(f"pruning needs a group size of two integers, got {self.group_size!r}",
+                            "for example group_size=(8, 4) or --group-size 8x4") from None
         Structure(self.scheme, self.group_size)  # validates
         if not self.rate >= 1.0:
             raise Rt3dError(f"FLOPs reduction rate must be >= 1 (got {self.rate})", "for example --rate 2.6")
+        if not 0.0 <= self.distill <= 1.0:
+            raise Rt3dError(f"distillation weight must be in [0, 1] (got {self.distill})", "for example --distill 0.5")
+        if self.batch_size < 1:
+            raise Rt3dError(f"batch size must be >= 1 (got {self.batch_size})", "for example --batch-size 32")
+        if self.from_dense:
+            self.from_dense = str(Path(self.from_dense).resolve())  # resume from any working folder
+        elif self.dense_epochs < 1:
+            raise Rt3dError("pruning needs a trained dense model: --dense-epochs is 0 and no --from-dense given",
+                            "train the dense model first (--dense-epochs 8) or pass --from-dense CHECKPOINT")
 
 
 @dataclass
@@ -136,20 +150,25 @@ def _model_spec(cfg: PruneConfig, num_classes: int) -> dict[str, Any]:
 class Trainer:
     """One pruning run's state: model, masks, regularizer, optimizer, history."""
 
-    def __init__(self, cfg: PruneConfig, workdir: Path, progress: bool = True) -> None:
+    def __init__(self, cfg: PruneConfig, workdir: Path, progress: bool = True, resuming: bool = False) -> None:
         self.cfg, self.workdir, self.progress = cfg, Path(workdir), progress
         self.dist = _Dist()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.train_set, self.val_set, self.num_classes = datasets(cfg)
+        per_rank = len(self.train_set) // self.dist.world
+        if per_rank < cfg.batch_size:
+            raise Rt3dError(f"{len(self.train_set)} training clips over {self.dist.world} process(es) make no full "
+                            f"batch of {cfg.batch_size}", "use more training clips or a smaller --batch-size")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.num_classes, cfg.width, cfg.frames, cfg.size)
         self.example = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size)
         self.structure = Structure(cfg.scheme, cfg.group_size)
         self.units = ModelUnits(self.model, self.example, self.structure)
-        # Fail now, not after an hour of training, if the target is out of reach.
-        flat = {n: torch.zeros(lyr.shape, dtype=torch.float64) for n, lyr in self.units.layers.items()}
-        select_to_rate(self.units, flat, cfg.rate, None, cfg.min_keep)
+        # Fail now, not after an hour of training, if the target is out of reach even when each
+        # layer's floor happens to be its most expensive units.
+        costly = {n: lyr.unit_macs.clone() for n, lyr in self.units.layers.items()}
+        select_to_rate(self.units, costly, cfg.rate, None, cfg.min_keep)
         for n, lyr in self.units.layers.items():
             if (lyr.gm, lyr.gn) != tuple(cfg.group_size):
                 logger.info("%s (%d filters x %d channels) is smaller than a %dx%d group: its group is %dx%d",
@@ -158,7 +177,7 @@ class Trainer:
         self.dense_state: dict[str, torch.Tensor] | None = None
         self.phases = plan(cfg.algorithm, cfg.rate, cfg.reg_epochs, cfg.retrain_epochs, cfg.rounds,
                            0 if cfg.from_dense else cfg.dense_epochs)
-        if cfg.from_dense:
+        if cfg.from_dense and not resuming:  # a resumed run has the dense weights in its checkpoint
             self._load_dense(cfg.from_dense)
         self.masks: dict[str, torch.Tensor] | None = None
         self.ref: dict[str, float] | None = None
@@ -224,7 +243,8 @@ class Trainer:
         return {
             "config": asdict(self.cfg),
             "model_spec": _model_spec(self.cfg, self.num_classes),
-            "structure": {"scheme": self.structure.scheme, "group_size": list(self.structure.group_size)},
+            "structure": None if self.masks is None else {"scheme": self.structure.scheme,
+                                                           "group_size": list(self.structure.group_size)},
             "state_dict": self.model.state_dict(),
             "masks": self.masks,
             "ref_rms": self.ref,
@@ -244,6 +264,9 @@ class Trainer:
             diff = sorted(k for k in asdict(self.cfg) if state.get("config", {}).get(k) != asdict(self.cfg)[k])
             raise Rt3dError(f"{path} was written by a run with different settings ({', '.join(diff)})",
                             "resume with the same arguments, or start afresh in another work folder")
+        if state.get("world_size", 1) != self.dist.world:
+            raise Rt3dError(f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
+                            f"{self.dist.world}", "resume with the same torchrun --nproc-per-node as the first run")
         self.model.load_state_dict(state["state_dict"])
         self.masks = state["masks"]
         self.ref = state["ref_rms"]
@@ -256,8 +279,11 @@ class Trainer:
             self.reg = Reweighted(self.units) if reg["kind"] == "reweighted" else GroupLasso(self.units)
             self.reg.load_state_dict(reg)
         epochs = self._epoch_plan()
-        if self.epoch < len(epochs) and epochs[self.epoch][1] > 0:  # mid-phase: restore its optimizer
-            self._make_optimizer(self.phases[epochs[self.epoch][0]])
+        mid_phase = self.epoch < len(epochs) and epochs[self.epoch][1] > 0
+        if self.epoch > 0 and (mid_phase or self.epoch == len(epochs)) and state["optimizer"] is not None:
+            # Restore the optimizer of the phase in progress (or the last one, if only the
+            # final write was lost); a phase that starts next makes its own.
+            self._make_optimizer(self.phases[epochs[self.epoch - 1][0]])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
         logger.info("resumed from %s after epoch %d", path, self.epoch)
@@ -276,6 +302,9 @@ class Trainer:
         return DataLoader(shard, 64)
 
     def evaluate(self) -> float:
+        if self.dist.world > 1:  # batch-norm statistics drift apart per rank: evaluate rank 0's model
+            for b in self.model.buffers():
+                dist.broadcast(b, 0)
         self.model.eval()
         correct = total = 0
         with torch.no_grad():
@@ -385,8 +414,8 @@ def prune(cfg: PruneConfig, output: str | Path, workdir: str | Path | None = Non
     """
     output = Path(output)
     workdir = Path(workdir) if workdir else output.with_name(output.name + ".work")
-    trainer = Trainer(cfg, workdir, progress)
     last = workdir / "last.pt"
+    trainer = Trainer(cfg, workdir, progress, resuming=resume)
     if resume:
         if not last.is_file():
             raise Rt3dError(f"nothing to resume: {last} does not exist", "run without --resume to start afresh")
@@ -407,9 +436,10 @@ def train_dense(cfg: PruneConfig, output: str | Path, **kw: Any) -> RunResult:
     trainer_cfg = PruneConfig(**{**asdict(cfg), "from_dense": None})
     output = Path(output)
     workdir = Path(kw.pop("workdir", None) or output.with_name(output.name + ".work"))
-    trainer = Trainer(trainer_cfg, workdir, kw.pop("progress", True))
+    resume = kw.pop("resume", False) and (workdir / "last.pt").is_file()
+    trainer = Trainer(trainer_cfg, workdir, kw.pop("progress", True), resuming=resume)
     trainer.phases = [Phase("dense", cfg.dense_epochs, cosine=True)]
-    if kw.pop("resume", False) and (workdir / "last.pt").is_file():
+    if resume:
         trainer.resume(workdir / "last.pt")
     trainer.run()
     acc = trainer.history[-1]["accuracy"]
@@ -418,4 +448,5 @@ def train_dense(cfg: PruneConfig, output: str | Path, **kw: Any) -> RunResult:
     state["report"] = trainer.report()
     if trainer.dist.main:
         save_checkpoint(output, state)
+    trainer.dist.barrier()
     return RunResult(output, acc, acc, 1.0, state["report"])

@@ -76,6 +76,11 @@ def test_prune_cli_bad_inputs(tmp_path):
         (["--data", "ucf101:" + str(tmp_path / "nope")], "does not exist"),
         (["--data", "kinetics:/x"], "unknown data set"),
         (["--frames", "8"], "too small for c3d"),
+        (["--distill", "2"], "distillation weight must be in [0, 1]"),
+        (["--batch-size", "0"], "batch size must be >= 1"),
+        (["--dense-epochs", "0"], "pruning needs a trained dense model"),
+        (["--train-clips", "8"], "make no full batch of 32"),
+        (["--from-dense", str(tmp_path / "none.pt")], "no such checkpoint"),
     ]
     for extra, msg in cases:
         proc = rt3d(*base, *extra)
