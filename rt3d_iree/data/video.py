@@ -257,6 +257,19 @@ def _ucf_root_hint(root: Path) -> str:
     return _UCF_GET
 
 
+def _folders(name: str, root: str | Path, split_dir: str | Path | None, default_split_dir: str, get_hint: str,
+             expected: str, split_hint: str) -> tuple[Path, Path]:
+    """The data set's root and split folders, each checked to exist with a message that says
+    what belongs there and where it comes from."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise Rt3dError(f"{name} folder {root} does not exist", get_hint)
+    sdir = Path(split_dir).expanduser() if split_dir is not None else root / default_split_dir
+    if not sdir.is_dir():
+        raise Rt3dError(f"{name} split folder {sdir} does not exist (expected {expected} in it)", split_hint)
+    return root, sdir
+
+
 def ucf101(
     root: str | Path,
     split: int = 1,
@@ -273,18 +286,13 @@ def ucf101(
     read from ``trainlist0N.txt``; the test lists carry none, so test labels come from each video's
     class folder.
     """
-    root = Path(root).expanduser()
     split = _check_split_number(split, "UCF101")
-    if not root.is_dir():
-        raise Rt3dError(f"UCF101 folder {root} does not exist", _UCF_GET)
-    sdir = Path(split_dir).expanduser() if split_dir is not None else root / "ucfTrainTestlist"
-    if not sdir.is_dir():
-        raise Rt3dError(
-            f"UCF101 split folder {sdir} does not exist (expected classInd.txt, trainlist0{split}.txt, "
-            f"testlist0{split}.txt in it)",
-            "extract UCF101TrainTestSplits-RecognitionTask.zip from https://www.crcv.ucf.edu/data/UCF101.php "
-            "into the UCF101 folder (it creates ucfTrainTestlist/), or pass split_dir= pointing at it",
-        )
+    root, sdir = _folders(
+        "UCF101", root, split_dir, "ucfTrainTestlist", _UCF_GET,
+        f"classInd.txt, trainlist0{split}.txt, testlist0{split}.txt",
+        "extract UCF101TrainTestSplits-RecognitionTask.zip from https://www.crcv.ucf.edu/data/UCF101.php "
+        "into the UCF101 folder (it creates ucfTrainTestlist/), or pass split_dir= pointing at it",
+    )
     list_name = f"{'train' if train else 'test'}list0{split}.txt"
     for needed in ("classInd.txt", list_name):
         if not (sdir / needed).is_file():
@@ -371,18 +379,13 @@ def hmdb51(
     matches the usual convention (and torchvision's). In ``<action>_test_splitN.txt`` a video marked
     1 is for training, 2 for testing, 0 is left out of that split.
     """
-    root = Path(root).expanduser()
     split = _check_split_number(split, "HMDB51")
-    if not root.is_dir():
-        raise Rt3dError(f"HMDB51 folder {root} does not exist", _HMDB_GET)
-    sdir = Path(split_dir).expanduser() if split_dir is not None else root / "testTrainMulti_7030_splits"
-    if not sdir.is_dir():
-        raise Rt3dError(
-            f"HMDB51 split folder {sdir} does not exist (expected <action>_test_split{split}.txt files in it, "
-            f"e.g. brush_hair_test_split{split}.txt)",
-            "extract test_train_splits.rar from the HMDB51 page into the HMDB51 folder "
-            "(it creates testTrainMulti_7030_splits/), or pass split_dir= pointing at it",
-        )
+    root, sdir = _folders(
+        "HMDB51", root, split_dir, "testTrainMulti_7030_splits", _HMDB_GET,
+        f"<action>_test_split{split}.txt files, e.g. brush_hair_test_split{split}.txt",
+        "extract test_train_splits.rar from the HMDB51 page into the HMDB51 folder "
+        "(it creates testTrainMulti_7030_splits/), or pass split_dir= pointing at it",
+    )
     actions_any: set[str] = set()
     files: dict[str, Path] = {}
     for f in sdir.iterdir():
