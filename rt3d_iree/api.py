@@ -11,6 +11,7 @@ from iree.compiler import ir
 
 from .compiler import apply_kgs, compile_mlir, kgs_options
 from .importer import CHECKPOINT_SUFFIXES, import_torch, load_model_file, new_context
+from .passes import run_trim
 from .runtime import CompiledModule, entry_point
 from .targets import get_target
 
@@ -24,10 +25,13 @@ def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | Non
     ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint.
     """
     if isinstance(model, ir.Module):
-        return model
-    if isinstance(model, (str, Path)):
-        return load_model_file(model, context)
-    return import_torch(model, example_args, context or new_context())
+        module = model
+    elif isinstance(model, (str, Path)):
+        module = load_model_file(model, context)
+    else:
+        module = import_torch(model, example_args, context or new_context())
+    run_trim(module)  # works around an IREE 3.13 failure on padded pools (passes/trim_window_inputs.py)
+    return module
 
 
 def default_group_size(model: Any, group_size: tuple[int, int] | str | None) -> tuple[int, int] | str:
