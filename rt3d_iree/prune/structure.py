@@ -147,7 +147,7 @@ class ModelUnits:
     def full_masks(self) -> dict[str, torch.Tensor]:
         return {n: torch.ones(lyr.shape, dtype=torch.bool) for n, lyr in self.layers.items()}
 
-    def masks_of(self, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    def masks_of(self) -> dict[str, torch.Tensor]:
         """Unit masks read from the weights' zeros."""
         return {n: lyr.unit_mask_of(lyr.conv.weight) for n, lyr in self.layers.items()}
 
