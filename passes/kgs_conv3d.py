@@ -20,13 +20,16 @@ kernel; IREE's inliner folds it back in, and the helper keeps ``rt3d opt`` outpu
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, func
 
+from . import kgs_ukernel
 from .kernel_config import CONFIGS, KernelConfig, SpirvKernelConfig, compilation_info, spirv_compilation_info
+from .kgs_ukernel import Microkernel
 from .weights import constant_value
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,9 @@ class KgsConv3dOptions:
         config: explicit kernel configuration overriding the target's default.
         max_padding_waste: when groups keep different numbers of columns, every group is
             padded to the largest; above this fraction of wasted MACs we still rewrite but log it.
+        microkernel: llvm-cpu only: the hand-written kernel (passes/kgs_ukernel.py) for the
+            target's ISA. Convs with stride 1 in H and W then call it; the others, and every
+            conv when this is None, take the code generation path.
     """
 
     group_m: int = 8
@@ -56,6 +62,7 @@ class KgsConv3dOptions:
     target: str = "cpu"
     config: KernelConfig | None = None
     max_padding_waste: float = 0.25
+    microkernel: Microkernel | None = None
 
     def __post_init__(self) -> None:
         for name in ("group_m", "group_n"):
@@ -138,11 +145,14 @@ class ConvReport:
     kept_macs: int = 0
     executed_macs: int = 0
     kgs_conforming: bool = False
+    kernel: str = ""  # "microkernel", "codegen" or "" (not rewritten / fully pruned)
+    epilogue: str = ""  # microkernel: what it applies as it stores ("bias", "accumulate", "+relu")
 
 
 @dataclass
 class PassReport:
     convs: list[ConvReport] = field(default_factory=list)
+    pools: int = 0  # 3-D max pools given to the microkernel
 
     @property
     def rewritten(self) -> int:
@@ -594,13 +604,32 @@ class KgsConv3dPass:
             return ir.WalkResult.ADVANCE
 
         module_op.walk(collect)
+        pools: list[ir.Operation] = []
+        if self.options.microkernel is not None and not isinstance(self.options.kernel_config(), SpirvKernelConfig):
+            def collect_pools(o: ir.Operation) -> ir.WalkResult:
+                if o.name == "linalg.generic" and _maxpool_window(o) is not None:
+                    pools.append(o)
+                return ir.WalkResult.ADVANCE
+
+            module_op.walk(collect_pools)
         body = module_op.regions[0].blocks[0]
+        self._ukernel_calls: list[kgs_ukernel.UkernelCall | kgs_ukernel.PoolCall] = []
+        self._ukernel_helpers: list[str] = []
         for index, conv in enumerate(convs):
             try:
                 self.report.convs.append(self._rewrite(conv, body, f"rt3d_kgs_conv3d_{index}"))
             except NotHandled as exc:
                 logger.info("leaving conv at %s to IREE: %s", conv.location, exc)
                 self.report.convs.append(ConvReport(str(conv.location), False, str(exc)))
+        for index, pool in enumerate(pools):
+            self._rewrite_pool(pool, f"rt3d_maxpool3d_{index}")
+        if self._ukernel_calls:
+            # Parsed together: the helpers' flow.dispatch ops refer to the executable's exports.
+            text = kgs_ukernel.executable_text(self._ukernel_calls, self.options.microkernel)
+            with module_op.context, ir.Location.unknown():
+                parsed = ir.Module.parse("module {" + text + "".join(self._ukernel_helpers) + "\n}")
+                for op in list(parsed.body.operations):
+                    op.operation.move_before(body.operations[0])
 
     def _rewrite(self, conv: ir.Operation, body: ir.Block, name: str) -> ConvReport:
         opts = self.options
@@ -644,6 +673,16 @@ class KgsConv3dPass:
                 "conv at %s: unbalanced groups waste %.0f%% of MACs on padding", report.location, waste * 100
             )
         config = opts.kernel_config()
+        # A conv whose input is constant (after a fully pruned conv) is evaluated by IREE at
+        # compile time for the compiling machine, where the target's kernel object is not
+        # linked (found by the fuzzer on aarch64: undefined symbol): code generation there.
+        if (opts.microkernel is not None and not isinstance(config, SpirvKernelConfig) and geom.rows_contiguous
+                and not _is_constant_expr(conv.operands[0])):
+            report.kernel = "microkernel"
+            report.executed_macs = int(plan.kept_per_group.sum()) * per_col  # no padded columns
+            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name)
+            return report
+        report.kernel = "codegen"
         if isinstance(config, SpirvKernelConfig) and _is_constant_expr(conv.operands[0]):
             # IREE evaluates constant subgraphs at compile time on the host CPU, where a GPU
             # tiling does not lower (found by the fuzzer: a conv after a fully pruned one).
@@ -667,6 +706,203 @@ class KgsConv3dPass:
             report.location, plan.groups, plan.columns, k_total, 100 * kept / max(1, plan.groups * k_total),
         )
         return report
+
+    def _rewrite_pool(self, pool: ir.Operation, name: str) -> None:
+        """Replace a 3-D max pool by the microkernel's pooling dispatch (IREE's own lowering of
+        the pooling generic ran at a quarter of memory speed; C3D spends 25 ms in pools)."""
+        window, strides = _maxpool_window(pool)
+        x, result = pool.operands[0], pool.results[0]
+        if _is_constant_expr(x):
+            return  # evaluated at compile time on this machine (see _rewrite)
+        call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
+                                     ir.RankedTensorType(result.type).shape, window, strides)
+        self._ukernel_calls.append(call)
+        self._ukernel_helpers.append(kgs_ukernel.pool_helper_text(name, call))
+        with pool.context, pool.location, ir.InsertionPoint(pool):
+            call_op = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), [x])
+        result.replace_all_uses_with(call_op.results[0])
+        pool.erase()
+        self.report.pools += 1
+
+    def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str) -> str:
+        """Replace ``conv`` by a call to a helper that dispatches the microkernel.
+
+        The bias is passed to the kernel when the conv's accumulator is a broadcast constant
+        (how torch-mlir writes a conv's bias); otherwise the kernel adds into the accumulator.
+        A ReLU that is the conv's only user is applied by the kernel as it stores.
+        """
+        init, result = conv.operands[2], conv.results[0]
+        bias = _constant_bias(init, geom.f)
+        relu = _sole_relu_user(result)
+        call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None)
+        self._ukernel_calls.append(call)
+        x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
+        if source_pad is not None:
+            x = x.owner.operands[0]
+        self._ukernel_helpers.append(kgs_ukernel.helper_text(name, geom, call, source_pad))
+        with conv.context, conv.location, ir.InsertionPoint(conv):
+            w_attr = ir.DenseElementsAttr.get(kgs_ukernel.packed_weights(plan).reshape(-1))
+            off_attr = ir.DenseElementsAttr.get(kgs_ukernel.offset_table(plan))
+            if bias is None:
+                second = init
+            else:
+                b_attr = ir.DenseElementsAttr.get(bias)
+                second = arith.ConstantOp(b_attr.type, b_attr).result
+            args = [x, second, arith.ConstantOp(w_attr.type, w_attr).result,
+                    arith.ConstantOp(off_attr.type, off_attr).result]
+            call_op = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), args)
+        if relu is not None:
+            relu.results[0].replace_all_uses_with(call_op.results[0])
+            relu.erase()
+        result.replace_all_uses_with(call_op.results[0])
+        conv.erase()
+        producer = init.owner
+        if bias is not None and not list(init.uses):  # the bias broadcast / fill is now dead
+            (producer.operation if isinstance(producer, ir.OpView) else producer).erase()
+        return ("accumulate" if bias is None else "bias") + ("+relu" if relu is not None else "")
+
+
+def _constant_bias(init: ir.Value, filters: int) -> np.ndarray | None:
+    """The per-filter bias if ``init`` broadcasts a constant along the filter dim, else None."""
+    op = init.owner
+    if not isinstance(op, (ir.Operation, ir.OpView)):
+        return None
+    op = op.operation if isinstance(op, ir.OpView) else op
+    if op.name == "linalg.fill":
+        value = _float_constant(op.operands[0])
+        return None if value is None else np.full(filters, value, np.float32)
+    if op.name == "linalg.broadcast" and list(ir.DenseI64ArrayAttr(op.attributes["dimensions"])) == [0, 2, 3, 4]:
+        value = constant_value(op.operands[0])
+        if value is not None and value.shape == (filters,):
+            return value.astype(np.float32)
+    return None
+
+
+_POOL_TERM = re.compile(r"^d(\d)(?:\s*\*\s*(\d+))?\s*\+\s*d(\d)$")
+
+
+def _maxpool_window(op: ir.Operation) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """(window, strides) if ``op`` is torch-mlir's 3-D max pool the pooling kernel computes.
+
+    The form: ins(x [N,C,D,H,W], window [kd,kh,kw]) outs(fill -inf), maps
+    (d0, d1, d2 * sd + d5, d3 * sh + d6, d4 * sw + d7), (d5, d6, d7), identity; body
+    ``maximumf(in, out)``; no dilation; rows no wider than the kernel's row buffer.
+    """
+    if len(op.operands) != 3 or len(op.results) != 1:
+        return None
+    try:
+        maps = [str(m).split("->", 1)[1].strip().rstrip(">").strip()
+                for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        iters = str(op.attributes["iterator_types"])
+    except (KeyError, ValueError):
+        return None
+    if iters.count("parallel") != 5 or iters.count("reduction") != 3:
+        return None
+    if maps[1] != "(d5, d6, d7)" or maps[2] != "(d0, d1, d2, d3, d4)":
+        return None
+    terms = [t.strip() for t in maps[0].removeprefix("(").removesuffix(")").split(",")]
+    if len(terms) != 5 or terms[:2] != ["d0", "d1"]:
+        return None
+    strides = []
+    for i, term in enumerate(terms[2:]):
+        m = _POOL_TERM.fullmatch(term)
+        if not m or int(m.group(1)) != 2 + i or int(m.group(3)) != 5 + i:
+            return None
+        strides.append(int(m.group(2) or 1))
+    types = [ir.RankedTensorType(v.type) for v in op.operands]
+    if any(not t.has_static_shape or str(t.element_type) != "f32" for t in types) or types[0].rank != 5:
+        return None
+    ops = [o.operation for o in op.regions[0].blocks[0].operations]
+    block = op.regions[0].blocks[0]
+    if [o.name for o in ops] != ["arith.maximumf", "linalg.yield"]:
+        return None
+    if list(ops[0].operands) != [block.arguments[0], block.arguments[2]]:
+        return None
+    init = op.operands[2].owner
+    init = init.operation if isinstance(init, ir.OpView) else init
+    if not isinstance(init, ir.Operation) or init.name != "linalg.fill" or _float_constant(init.operands[0]) != float("-inf"):
+        return None
+    window = tuple(types[1].shape)
+    ow = ir.RankedTensorType(op.results[0].type).shape[4]
+    if (ow - 1) * strides[2] + window[2] > kgs_ukernel.POOL_ROW_MAX:
+        return None
+    return window, tuple(strides)
+
+
+def _zero_pad_of(value: ir.Value) -> tuple[list[int], list[int], list[int]] | None:
+    """(source shape, low, high) if ``value`` is a static zero ``tensor.pad`` of a 5-D tensor."""
+    op = value.owner
+    if not isinstance(op, (ir.Operation, ir.OpView)):
+        return None
+    op = op.operation if isinstance(op, ir.OpView) else op
+    if op.name != "tensor.pad" or len(op.operands) != 1:  # dynamic low / high come as operands
+        return None
+    yielded = op.regions[0].blocks[0].operations[0]
+    if yielded.operation.name != "tensor.yield" or _float_constant(yielded.operands[0]) != 0.0:
+        return None
+    src = ir.RankedTensorType(op.operands[0].type)
+    if not src.has_static_shape or src.rank != 5:
+        return None
+    low = list(ir.DenseI64ArrayAttr(op.attributes["static_low"]))
+    high = list(ir.DenseI64ArrayAttr(op.attributes["static_high"]))
+    return list(src.shape), low, high
+
+
+def _float_constant(value: ir.Value) -> float | None:
+    """The value of a scalar float ``arith.constant``, else None."""
+    owner = value.owner
+    if not isinstance(owner, (ir.Operation, ir.OpView)):
+        return None
+    owner = owner.operation if isinstance(owner, ir.OpView) else owner
+    if owner.name != "arith.constant":
+        return None
+    try:
+        return ir.FloatAttr(owner.attributes["value"]).value
+    except ValueError:
+        return None
+
+
+def _sole_relu_user(result: ir.Value) -> ir.Operation | None:
+    """The elementwise ``max(x, 0)`` generic that is ``result``'s only user, if there is one.
+
+    torch-mlir writes ReLU as ``select(cmpf ugt x, 0), x, 0)``; ``arith.maximumf`` is also taken.
+    """
+    uses = list(result.uses)
+    if len(uses) != 1:
+        return None
+    user = uses[0].owner
+    user = user.operation if isinstance(user, ir.OpView) else user
+    if user.name != "linalg.generic" or len(user.operands) != 2 or user.operands[0] != result:
+        return None
+    if str(user.attributes["iterator_types"]).count("parallel") != 5 or user.results[0].type != result.type:
+        return None
+    maps = ir.ArrayAttr(user.attributes["indexing_maps"])
+    if any(not ir.AffineMapAttr(m).value.is_permutation or str(m) != str(maps[0]) for m in maps):
+        return None
+    if "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)" not in str(maps[0]):
+        return None
+    block = user.regions[0].blocks[0]
+    ops = [o.operation for o in block.operations]
+    arg = block.arguments[0]
+
+    def is_zero(v: ir.Value) -> bool:
+        return _float_constant(v) == 0.0
+
+    names = [o.name for o in ops]
+    if names == ["arith.maximumf", "linalg.yield"]:
+        m = ops[0]
+        ok = (m.operands[0] == arg and is_zero(m.operands[1])) or (m.operands[1] == arg and is_zero(m.operands[0]))
+        return user if ok and ops[1].operands[0] == m.results[0] else None
+    if names == ["arith.cmpf", "arith.select", "linalg.yield"]:
+        cmp, sel, yld = ops
+        pred = str(cmp.attributes["predicate"])
+        # ogt / ugt are arith.cmpf predicates 2 / 9
+        if not (cmp.operands[0] == arg and is_zero(cmp.operands[1]) and pred.split(":")[0].strip() in ("2", "9")):
+            return None
+        if sel.operands[0] != cmp.results[0] or sel.operands[1] != arg or not is_zero(sel.operands[2]):
+            return None
+        return user if yld.operands[0] == sel.results[0] else None
+    return None
 
 
 def run_pass(module: ir.Module, options: KgsConv3dOptions | None = None) -> PassReport:

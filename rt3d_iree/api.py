@@ -54,10 +54,11 @@ def optimize(
     *,
     target: str = "host",
     group_size: tuple[int, int] | str | None = None,
+    kernel: str = "auto",
 ) -> tuple[ir.Module, Any]:
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = get_target(target)
-    options = kgs_options(default_group_size(model, group_size), tgt)
+    options = kgs_options(default_group_size(model, group_size), tgt, kernel)
     module = load(model, example_args)
     report = apply_kgs(module, options)
     return module, report
@@ -70,6 +71,7 @@ def compile(  # noqa: A001 - the public name users expect
     target: str = "host",
     group_size: tuple[int, int] | str | None = None,
     kgs: bool = True,
+    kernel: str = "auto",
     extra_flags: Sequence[str] = (),
     save_to: str | Path | None = None,
     reproducer_dir: str | Path | None = None,
@@ -84,12 +86,15 @@ def compile(  # noqa: A001 - the public name users expect
         group_size: (gM filters, gN channels) of the KGS structure to exploit; "auto" = what
             `rt3d tune` recorded; None = the checkpoint's own group size, else (8, 4).
         kgs: False compiles with IREE's stock conv lowering (the baseline).
+        kernel: "auto" (the hand-written microkernel where the target has one: llvm-cpu
+            x86-64 AVX-512/AVX2 and aarch64; else code generation), "microkernel" (required),
+            or "codegen" (IREE code generation of our gather-GEMM only).
         extra_flags: more iree-compile flags, appended after the target's (so they override).
         save_to: also write the vmfb here (atomically).
         reproducer_dir: where a failing compile leaves its MLIR and command.
     """
     tgt = get_target(target)
-    options = kgs_options(default_group_size(model, group_size), tgt)
+    options = kgs_options(default_group_size(model, group_size), tgt, kernel)
     module = load(model, example_args)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import Rt3dError
 from .files import atomic_write
 from .runners import RUNNERS
-from .targets import TARGETS
+from .targets import KERNELS, TARGETS
 
 logger = logging.getLogger("rt3d_iree")
 
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--group-size", type=_group_size, default=None,
                         help="KGS gM x gN (default: a checkpoint's own, else 8x4; auto = what `rt3d tune` "
                         "recorded for the target)")
+        sp.add_argument("--kernel", choices=KERNELS, default="auto",
+                        help="conv kernels: auto (hand-written microkernel where the target has one, else "
+                        "code generation), microkernel (required) or codegen")
 
     c = sub.add_parser("compile", help="compile a model to a .vmfb (unknown flags go to iree-compile)")
     model_args(c)
@@ -126,6 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     ptab.add_argument("--quick", action="store_true", help="tiny data and epochs (minutes; what CI runs)")
     ptab.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D) on PyTorch, ONNX Runtime, stock IREE "
+                         "and rt3d dense / KGS: the paper's Table 2 on this machine")
+    rep.add_argument("--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
+    rep.add_argument("--models", default="c3d,r2plus1d,s3d")
+    rep.add_argument("--reps", type=int, default=5, help="timed runs per engine (median; at least 5)")
+    rep.add_argument("--threads", type=int, default=2)
+    rep.add_argument("--frames", type=int, default=16)
+    rep.add_argument("--size", type=int, default=112)
+    rep.add_argument("--width", type=float, default=1.0, help="channel width (1.0 = the published models)")
+    rep.add_argument("--rates", default="1,2,3,4,6", help="FLOPs rates of the latency plot (C3D)")
+    rep.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out (it is an optional extra)")
+    rep.add_argument("--no-stock", action="store_true", help="leave stock IREE out (about 20 s per C3D run)")
+    rep.add_argument("--quick", action="store_true", help="width 0.125 at 16x32x32 (minutes; what CI runs)")
+
     t = sub.add_parser("tune", help="choose the KGS group size for a target by timing synthesized layers")
     runner_args(t)
     t.add_argument("--set", type=_group_size, help="record this group size for the target without timing")
@@ -156,13 +173,14 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     if args.cmd == "compile":
         compiled = api.compile(
             Path(args.input), target=args.target, group_size=args.group_size, kgs=not args.no_kgs,
-            extra_flags=unknown, reproducer_dir=args.reproducer_dir,
+            kernel=args.kernel, extra_flags=unknown, reproducer_dir=args.reproducer_dir,
         )
         compiled.save(args.output)
         _summary(compiled.report)
         print(f"wrote {args.output} ({len(compiled.vmfb)} bytes)")
     elif args.cmd == "opt":
-        module, report = api.optimize(Path(args.input), target=args.target, group_size=args.group_size)
+        module, report = api.optimize(Path(args.input), target=args.target, group_size=args.group_size,
+                                      kernel=args.kernel)
         if Path(args.output).suffix == ".mlirbc":
             from .compiler import bytecode
 
@@ -171,6 +189,22 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
             atomic_write(args.output, str(module))
         _summary(report)
         print(f"wrote {args.output}")
+    elif args.cmd == "report":
+        from .report import ReportConfig, report
+
+        try:
+            rates = tuple(float(v) for v in args.rates.split(","))
+        except ValueError:
+            raise Rt3dError(f"bad --rates {args.rates!r}",
+                            "give FLOPs rates separated by commas, e.g. 1,2,3,4,6") from None
+        settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps,
+                        threads=args.threads, frames=args.frames, size=args.size, width=args.width,
+                        sweep_rates=rates, onnx=not args.no_onnx, stock=not args.no_stock)
+        if args.quick:
+            settings.update(width=0.125, size=32)
+        results, paths = report(ReportConfig(**settings), args.out)
+        print((paths[0]).read_text())
+        print("wrote " + ", ".join(str(p) for p in paths))
     elif args.cmd == "demo":
         from .demo import demo
 

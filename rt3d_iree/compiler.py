@@ -22,7 +22,7 @@ from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
 
 from .errors import CompileError, Rt3dError
 from .files import atomic_write
-from .targets import Target
+from .targets import KERNELS, Target
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,18 @@ DEFAULT_REPRODUCER_DIR = Path("rt3d-reproducers")
 _TEXT_LIMIT = 32 * 1024 * 1024
 
 
-def kgs_options(group_size: tuple[int, int] | str, target: Target) -> KgsConv3dOptions:
+def kgs_options(group_size: tuple[int, int] | str, target: Target, kernel: str = "auto") -> KgsConv3dOptions:
     """Pass options for a (gM, gN) group size on a target, with a clear error for bad sizes.
 
     ``group_size="auto"`` takes what `rt3d tune` recorded for the target (else 8x4).
+    ``kernel``: "auto" uses the hand-written microkernel where the target has one and it is
+    built (else code generation), "microkernel" requires it, "codegen" never uses it.
     """
+    if kernel not in KERNELS:
+        raise Rt3dError(f"unknown kernel {kernel!r}", f"choose one of: {', '.join(KERNELS)}")
+    from .ukernels import microkernel_for
+
+    ukernel = None if kernel == "codegen" else microkernel_for(target, required=kernel == "microkernel")
     if group_size == "auto":
         from .tune import tuned_group_size
 
@@ -47,7 +54,7 @@ def kgs_options(group_size: tuple[int, int] | str, target: Target) -> KgsConv3dO
             "use for example group_size=(8, 4) or --group-size 8x4",
         ) from None
     try:
-        return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel)
+        return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel, microkernel=ukernel)
     except ValueError as exc:
         raise Rt3dError(f"bad group size {gm}x{gn}: {exc}", "use for example 8x4 or 4x4") from None
 

@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import Rt3dError
 
@@ -336,3 +337,40 @@ def build_model(name: str, num_classes: int, width: float = 1.0, frames: int = 1
             f"use frames >= {min_frames} and size >= {min_size}",
         )
     return MODELS[key](num_classes=num_classes, width=width, frames=frames, size=size)
+
+
+def _last_conv(module: nn.Module) -> tuple[nn.Module, str] | None:
+    """(parent, attribute name) of the Conv3d whose output ``module`` ends with, if any."""
+    if isinstance(module, nn.Sequential) and len(module):
+        last_name = list(module._modules)[-1]
+        last = module._modules[last_name]
+        if isinstance(last, nn.Conv3d):
+            return module, last_name
+        return _last_conv(last)
+    return None
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm3d into the Conv3d that feeds it (in place; returns ``model``).
+
+    Why: deployment engines fold BN into the conv weights (ONNX Runtime does it itself), so
+    the compiled model computes conv + bias + ReLU per layer. A BN is folded where it follows
+    a Conv3d (or a Sequential ending in one) inside the same Sequential; the BN becomes an
+    Identity. The folded model matches the original in eval mode to float rounding.
+    """
+    if model.training:
+        raise Rt3dError("fold_batchnorm needs a model in eval mode", "call model.eval() first")
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for prev, cur in zip(names, names[1:], strict=False):
+            bn = seq._modules[cur]
+            if not isinstance(bn, nn.BatchNorm3d):
+                continue
+            before = seq._modules[prev]
+            found = (seq, prev) if isinstance(before, nn.Conv3d) else _last_conv(before)
+            if found is None:
+                continue
+            parent, attr = found
+            parent._modules[attr] = fuse_conv_bn_eval(parent._modules[attr], bn)
+            seq._modules[cur] = nn.Identity()
+    return model

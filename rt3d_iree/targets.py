@@ -27,6 +27,10 @@ class Target:
     runner: str = "local"
 
 
+# How the KGS pass computes convs: the hand-written microkernel where the target has one
+# (llvm-cpu x86-64 with AVX-512 / AVX2, aarch64), IREE code generation otherwise.
+KERNELS = ("auto", "microkernel", "codegen")
+
 _LLVM_CPU = ("--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu")
 
 TARGETS: dict[str, Target] = {

@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # System packages: qemu-user + libc6:arm64 + libstdc++6:arm64 run aarch64 code here;
-# mesa-vulkan-drivers (lavapipe) + libvulkan1 run Vulkan modules without a GPU.
+# mesa-vulkan-drivers (lavapipe) + libvulkan1 run Vulkan modules without a GPU;
+# cmake + clang build the KGS microkernel's LLVM bitcode (plugins/ukernel).
 need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v clang-14 >/dev/null 2>&1 || command -v clang >/dev/null 2>&1 || need+=(clang-14)
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 [ -e /lib/ld-linux-aarch64.so.1 ] || need+=(libc6:arm64)
 ls /usr/lib/aarch64-linux-gnu/libstdc++.so.6 >/dev/null 2>&1 || need+=(libstdc++6:arm64)
@@ -34,7 +37,10 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull GBs of CUDA wheels.
 "$VPY" -m pip install -q torch==2.13.0
-"$VPY" -m pip install -q -e '.[test]'
+"$VPY" -m pip install -q -e '.[test,onnx]'  # onnx: ONNX Runtime for `rt3d report`
+# The KGS microkernel as LLVM bitcode per ISA (AVX-512, AVX2, NEON), found by rt3d_iree/ukernels.py.
+cmake -S plugins/ukernel -B plugins/ukernel/build >/dev/null
+cmake --build plugins/ukernel/build
 # aarch64 iree-run-module / iree-benchmark-module from the manylinux aarch64 runtime wheel.
 .venv/bin/rt3d fetch-tools
 "$VPY" -c "import torch, torch_mlir, iree.compiler, iree.runtime; print('rt3d-iree environment ready: torch', torch.__version__)"

@@ -1,0 +1,287 @@
+"""Microkernel lowering of the ``rt3d-kgs-conv3d`` pass for llvm-cpu targets.
+
+Why: IREE's code generation of our gather-GEMM ``linalg.generic`` reaches about 60% of the
+machine on dense layers and loses more on KGS layers (short reductions, per-column gathers),
+so KGS at a third of the columns ran only 1.6-1.75x faster than dense. A hand-written C
+kernel (plugins/ukernel, every register tile spelled out) runs both near peak, which turns
+the FLOPs rate into speedup. It enters IREE the documented way for custom code: a
+``stream.executable`` whose dispatch function calls the kernel (``hal.import.static``), the
+kernel's LLVM bitcode attached as a ``hal.executable.objects`` entry (IREE links it with LTO
+and inlines it), and a ``flow.dispatch`` at tensor level. Stock ``iree-compile`` compiles
+the result, so ``rt3d opt`` output keeps working.
+
+Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
+off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW]; eleven i32 constants; workgroups
+[position tiles, G, N * OD]. H/W stride 1 only (the pass keeps the code generation path for
+strided rows and for SPIR-V).
+
+IREE 3.13 facts this relies on (each measured): ``hal.dispatch.extern`` crashes llvm-cpu;
+an object needs a ``path`` even with ``data``, and its extension says bitcode vs native;
+``flow.dispatch.workgroup.id`` is not lowered in such a shim (``hal.interface.workgroup.id``
+is); binding subspans must carry ``strided<[1], offset: ?>`` or IREE drops the offset of
+fused bindings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EXECUTABLE = "rt3d_kgs_ukernels"
+KERNEL_SYMBOL = "rt3d_kgs_conv3d_workgroup"
+POOL_SYMBOL = "rt3d_maxpool3d_workgroup"
+POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
+ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
+_MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
+_MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
+_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags")
+_POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw")
+
+FORMATS = {"avx512": "embedded-elf-x86_64", "avx2": "embedded-elf-x86_64", "neon": "embedded-elf-arm_64"}
+
+
+@dataclass(frozen=True)
+class Microkernel:
+    """The kernel for one instruction set: its name and LLVM bitcode.
+
+    IREE does not re-target bitcode, so the bitcode must be built for the target's ISA
+    (rt3d_iree/ukernels.py picks it).
+    """
+
+    isa: str
+    bitcode: bytes
+
+    def __post_init__(self) -> None:
+        if self.isa not in FORMATS:
+            raise ValueError(f"unknown microkernel ISA {self.isa!r}; choose one of {sorted(FORMATS)}")
+        if not self.bitcode.startswith(b"BC\xc0\xde"):
+            raise ValueError(f"the {self.isa} microkernel is not LLVM bitcode (rebuild plugins/ukernel)")
+
+    @property
+    def format(self) -> str:
+        return FORMATS[self.isa]
+
+    def __repr__(self) -> str:  # keep the bitcode out of logs
+        return f"Microkernel(isa={self.isa!r}, {len(self.bitcode)} bytes)"
+
+
+@dataclass
+class UkernelCall:
+    """What one conv needs: the dispatch's sizes and constants, for the export and the call."""
+
+    export: str
+    flat_len: int
+    w_len: int
+    off_len: int
+    f: int
+    out_shape: tuple[int, ...]
+    channel_pad: int
+    workload: tuple[int, int, int]
+    constants: dict[str, int]
+    tied: bool
+
+    symbol = KERNEL_SYMBOL
+
+    def buffers(self) -> list[tuple[str, int, str]]:
+        return [("x", self.flat_len, "f32"), ("w", self.w_len, "f32"), ("o", self.off_len, "i32"),
+                ("b", self.f, "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
+
+
+@dataclass
+class PoolCall:
+    """One max pool: input [N, C, D, H, W] -> output [N, C, OD, OH, OW], window and strides."""
+
+    export: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    constants: dict[str, int]
+
+    symbol = POOL_SYMBOL
+
+    @property
+    def workload(self) -> tuple[int, int, int]:
+        return (self.out_shape[2], self.out_shape[0] * self.out_shape[1], 1)
+
+    def buffers(self) -> list[tuple[str, int, str]]:
+        return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
+
+
+def pool_call(export: str, in_shape, out_shape, window, strides) -> PoolCall:
+    """The pooling dispatch; the caller checks that the rows fit the kernel (POOL_ROW_MAX)."""
+    d, h, w = in_shape[2:]
+    od, oh, ow = out_shape[2:]
+    constants = dict(zip(_POOL_CONSTANTS, (d, h, w, od, oh, ow, *window, *strides), strict=True))
+    return PoolCall(export, tuple(in_shape), tuple(out_shape), constants)
+
+
+def pool_helper_text(name: str, call: PoolCall) -> str:
+    """Private function (x) -> out dispatching the pooling kernel on the flattened input."""
+    x_t, out_t = _t(call.in_shape), _t(call.out_shape)
+    flat_t = _t([int(np.prod(call.in_shape))])
+    lines = [f"    %flat = tensor.collapse_shape %x [[0, 1, 2, 3, 4]] : {x_t} into {flat_t}"]
+    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
+    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
+    consts = ", ".join(f"%k_{k}" for k in _POOL_CONSTANTS)
+    ctypes = ", ".join(["i32"] * len(_POOL_CONSTANTS))
+    lines.append(f"    %y = flow.dispatch @{EXECUTABLE}::@{call.export}[%w0, %w1, %w2](%flat, {consts}) : "
+                 f"({flat_t}, {ctypes}) -> {out_t}")
+    nl = "\n"
+    return f"""
+  func.func private @{name}(%x: {x_t}) -> {out_t} {{
+{nl.join(lines)}
+    return %y : {out_t}
+  }}"""
+
+
+def plan_call(export: str, geom, plan, relu: bool, tied: bool) -> UkernelCall:
+    """Sizes, constants and workgroup grid of the microkernel dispatch for one conv."""
+    n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
+    vol, seg = d * h * w, h * w
+    qvalid = geom.oh * w
+    last_segment = (geom.od - 1) * geom.strides[0] * seg
+    last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES - 1 + int(plan.offsets.max())
+    channel_pad = max(0, _ceil_div(last + 1 - c * vol, vol))
+    img = (c + channel_pad) * vol
+    groups, segments = plan.groups, n * geom.od
+    # Enough workgroups to keep two threads busy to the end, each at least one register tile.
+    max_tiles = max(1, _ceil_div(qvalid, _MIN_TILE))
+    tiles = min(max_tiles, max(1, _ceil_div(64, groups * segments)))
+    qt = _ceil_div(_ceil_div(qvalid, tiles), _MAX_LANES) * _MAX_LANES
+    tiles = _ceil_div(qvalid, qt)
+    flags = (ACCUMULATE if tied else 0) | (RELU if relu else 0)
+    constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
+                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags)
+    return UkernelCall(
+        export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
+        off_len=groups * plan.columns + groups, f=geom.f, out_shape=(n, geom.f, geom.od, geom.oh, geom.ow),
+        channel_pad=channel_pad, workload=(tiles, groups, segments), constants=constants, tied=tied,
+    )
+
+
+def offset_table(plan) -> np.ndarray:
+    """Gather offsets [G][n] followed by the number of columns each group keeps [G]: the
+    kernel runs each group's own reduction length (groups are padded to the largest)."""
+    return np.concatenate([plan.offsets.reshape(-1), plan.kept_per_group]).astype(np.int32)
+
+
+def packed_weights(plan) -> np.ndarray:
+    """Compacted weights as the kernel reads them: [G][n][gM] (one broadcast per filter)."""
+    return np.ascontiguousarray(plan.weights.transpose(0, 2, 1))
+
+
+def _t(shape, et: str = "f32") -> str:
+    return "tensor<" + "x".join(str(s) for s in shape) + f"x{et}>"
+
+
+def _decl(call: UkernelCall | PoolCall) -> str:
+    """The kernel's C signature as MLIR types: (pointer, offset) per buffer, i32 constants,
+    the three workgroup ids."""
+    bufs = ["memref<f32>, index" if et == "f32" else "memref<i32>, index" for _, _, et in call.buffers()]
+    return ", ".join(bufs + ["i32"] * len(call.constants) + ["index"] * 3)
+
+
+def _export_op(call: UkernelCall | PoolCall) -> str:
+    """The export: its workgroup count is the workload given at the dispatch."""
+    return (f"    stream.executable.export public @{call.export} workgroups(%wq: index, %wg: index, %wr: index) "
+            f"-> (index, index, index) {{\n      stream.return %wq, %wg, %wr : index, index, index\n    }}")
+
+
+def _dispatch_function(call: UkernelCall | PoolCall) -> str:
+    """The export's function: binding subspans -> bare pointers + offsets -> the kernel."""
+    bufs = call.buffers()
+    binds = ", ".join(f"%b{nm}: !stream.binding" for nm, _, _ in bufs)
+    consts = ", ".join(f"%k_{c}: i32" for c in call.constants)
+    body = []
+    for nm, ln, et in bufs:
+        mt = f"memref<{ln}x{et}, strided<[1], offset: ?>>"
+        body.append(f"        %m{nm} = stream.binding.subspan %b{nm}[%c0] : !stream.binding -> {mt}")
+        body.append(f"        %p{nm}, %o{nm}, %s{nm}, %t{nm} = memref.extract_strided_metadata %m{nm} : {mt} "
+                    f"-> memref<{et}>, index, index, index")
+    args = ", ".join(f"%p{nm}, %o{nm}" for nm, _, _ in bufs) + ", " + ", ".join(f"%k_{c}" for c in call.constants)
+    nl = "\n"
+    return f"""      func.func @{call.export}({binds}, {consts}) {{
+        %c0 = arith.constant 0 : index
+{nl.join(body)}
+        %id0 = hal.interface.workgroup.id[0] : index
+        %id1 = hal.interface.workgroup.id[1] : index
+        %id2 = hal.interface.workgroup.id[2] : index
+        func.call @{call.symbol}({args}, %id0, %id1, %id2) : ({_decl(call)}) -> ()
+        return
+      }}"""
+
+
+def executable_text(calls: list[UkernelCall | PoolCall], kernel: Microkernel) -> str:
+    """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once."""
+    data = "0x" + kernel.bitcode.hex().upper()
+    obj = (f'#hal.executable.object<{{path = "rt3d_kgs_conv3d_{kernel.isa}.bc", '
+           f'data = dense<"{data}"> : vector<{len(kernel.bitcode)}xi8>}}>')
+    nl = "\n"
+    first = {c.symbol: c for c in calls}  # one declaration per kernel used
+    decls = [f"      func.func private @{sym}({_decl(c)}) attributes {{hal.import.static, llvm.bareptr = true}}"
+             for sym, c in first.items()]
+    return f"""
+  stream.executable private @{EXECUTABLE} attributes {{
+    hal.executable.objects = #hal.executable.objects<{{
+      #hal.executable.target<"llvm-cpu", "{kernel.format}"> = [{obj}]
+    }}>
+  }} {{
+{nl.join(_export_op(c) for c in calls)}
+    builtin.module {{
+{nl.join(decls)}
+{nl.join(_dispatch_function(c) for c in calls)}
+    }}
+  }}"""
+
+
+def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int], list[int], list[int]] | None = None) -> str:
+    """Private function (x, bias_or_init, w, off) -> out that pads the input and dispatches.
+
+    ``x`` is the conv's padded NCDHW input, or, with ``source_pad = (shape, low, high)``, the
+    tensor torch-mlir padded: the two pads then become one (one copy of the input, not two).
+    Its channels are padded further with zeros so that the kernel's whole-vector loads past
+    the last output stay in bounds.
+    """
+    n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
+    cp = call.channel_pad
+    if source_pad is None:
+        x_shape, low, high = [n, c, d, h, w], [0] * 5, [0] * 5
+    else:
+        x_shape, low, high = (list(v) for v in source_pad)
+    high = [*high[:1], high[1] + cp, *high[2:]]
+    x_t = _t(x_shape)
+    xp_t = _t([n, c + cp, d, h, w])
+    out_t = _t(call.out_shape)
+    w_t, off_t, b_t, flat_t = _t([call.w_len]), _t([call.off_len], "i32"), _t([call.f]), _t([call.flat_len])
+    lines = ["    %zero = arith.constant 0.000000e+00 : f32"]
+    src = "%x"
+    if any(low) or any(high):
+        lines += [f"    %xp = tensor.pad %x low[{', '.join(map(str, low))}] high[{', '.join(map(str, high))}] {{",
+                  "    ^bb0(%i0: index, %i1: index, %i2: index, %i3: index, %i4: index):",
+                  "      tensor.yield %zero : f32", f"    }} : {x_t} to {xp_t}"]
+        src = "%xp"
+    lines.append(f"    %flat = tensor.collapse_shape {src} [[0, 1, 2, 3, 4]] : {xp_t} into {flat_t}")
+    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
+    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
+    consts = ", ".join(f"%k_{k}" for k in _CONSTANTS)
+    ctypes = ", ".join(["i32"] * len(_CONSTANTS))
+    ins_t = f"{flat_t}, {w_t}, {off_t}, {b_t}"
+    target = f"@{EXECUTABLE}::@{call.export}[%w0, %w1, %w2]"
+    if call.tied:
+        lines.append(f"    %bz = arith.constant dense<0.000000e+00> : {b_t}")
+        lines.append(f"    %y = flow.dispatch {target}(%flat, %wk, %off, %bz, %acc, {consts}) : "
+                     f"({ins_t}, {out_t}, {ctypes}) -> %acc")
+        second = f"%acc: {out_t}"
+    else:
+        lines.append(f"    %y = flow.dispatch {target}(%flat, %wk, %off, %acc, {consts}) : ({ins_t}, {ctypes}) -> {out_t}")
+        second = f"%acc: {b_t}"
+    nl = "\n"
+    return f"""
+  func.func private @{name}(%x: {x_t}, {second}, %wk: {w_t}, %off: {off_t}) -> {out_t} {{
+{nl.join(lines)}
+    return %y : {out_t}
+  }}"""
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)

@@ -1,0 +1,198 @@
+"""The microkernel lowering of rt3d-kgs-conv3d: inline MLIR in, printed IR checked, then
+compiled by iree-compile and run against PyTorch (host, and aarch64 under qemu)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from iree.compiler import ir
+from rt3d_iree.passes import KgsConv3dOptions, run_pass
+from rt3d_iree.passes.kgs_conv3d import ConvGeometry, plan_kgs
+from rt3d_iree.passes.kgs_ukernel import Microkernel, plan_call
+
+from rt3d_iree.targets import get_target
+from rt3d_iree.ukernels import microkernel_for
+
+
+def dense_literal(arr: np.ndarray) -> str:
+    return "dense<" + np.array2string(arr, separator=", ", threshold=10**9, floatmode="unique").replace("\n", "") + ">"
+
+
+@pytest.fixture(scope="module")
+def ukernel() -> Microkernel:
+    kernel = microkernel_for(get_target("host"), required=True)
+    assert kernel is not None
+    return kernel
+
+
+def module_text(weight: np.ndarray, bias: np.ndarray | None = None, relu: bool = False, init_arg: bool = False,
+                stride: int = 1) -> str:
+    """A padded conv as torch-mlir writes it: bias broadcast (or zero fill) into the accumulator."""
+    f, c, kd, kh, kw = weight.shape
+    wt = f"tensor<{f}x{c}x{kd}x{kh}x{kw}xf32>"
+    xt = f"tensor<1x{c}x6x10x10xf32>"
+    od, oh, ow = 7 - kd, (10 - kh) // stride + 1, (10 - kw) // stride + 1
+    ot = f"tensor<1x{f}x{od}x{oh}x{ow}xf32>"
+    if init_arg:
+        init = ""
+    elif bias is None:
+        init = f"%init = linalg.fill ins(%zero : f32) outs(%e : {ot}) -> {ot}"
+    else:
+        init = (f"%b = arith.constant {dense_literal(bias)} : tensor<{f}xf32>\n"
+                f"  %init = linalg.broadcast ins(%b : tensor<{f}xf32>) outs(%e : {ot}) dimensions = [0, 2, 3, 4]")
+    out = "%y"
+    tail = ""
+    if relu:
+        tail = f"""%r = linalg.generic {{indexing_maps = [affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>,
+      affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>],
+      iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel"]}}
+      ins(%y : {ot}) outs(%e : {ot}) {{
+  ^bb0(%in: f32, %o: f32):
+    %p = arith.cmpf ugt, %in, %zero : f32
+    %s = arith.select %p, %in, %zero : f32
+    linalg.yield %s : f32
+  }} -> {ot}"""
+        out = "%r"
+    arg = f", %init: {ot}" if init_arg else ""
+    return f"""
+func.func @forward(%x: {xt}{arg}) -> {ot} {{
+  %w = arith.constant {dense_literal(weight)} : {wt}
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : {ot}
+  {init}
+  %y = linalg.conv_3d_ncdhw_fcdhw {{dilations = dense<1> : vector<3xi64>, strides = dense<[1, {stride}, {stride}]> : vector<3xi64>}}
+      ins(%x, %w : {xt}, {wt}) outs(%init : {ot}) -> {ot}
+  {tail}
+  return {out} : {ot}
+}}"""
+
+
+def run(text: str, kernel: Microkernel):
+    ctx = ir.Context()
+    module = ir.Module.parse(text, ctx)
+    report = run_pass(module, KgsConv3dOptions(microkernel=kernel))
+    module.operation.verify()
+    return str(module), report
+
+
+def weights(seed: int, shape=(8, 4, 3, 3, 3), keep: int = 27) -> np.ndarray:
+    w = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    w.reshape(shape[0], shape[1], -1)[:, :, keep:] = 0
+    return w
+
+
+def test_conv_becomes_microkernel_dispatch_with_bitcode(ukernel):
+    printed, report = run(module_text(weights(0, keep=9)), ukernel)
+    assert "linalg.conv_3d" not in printed
+    assert "stream.executable private @rt3d_kgs_ukernels" in printed
+    assert f'path = "rt3d_kgs_conv3d_{ukernel.isa}.bc"' in printed
+    assert "flow.dispatch @rt3d_kgs_ukernels::@conv0" in printed
+    assert "func.func private @rt3d_kgs_conv3d_workgroup" in printed and "hal.import.static" in printed
+    # zero init: the kernel writes a fresh output, adding a zero bias
+    assert report.convs[0].epilogue == "bias"
+    assert "tensor<288xf32>" in printed  # packed weights: 1 group x 36 columns x 8 filters
+    assert [c.kernel for c in report.convs] == ["microkernel"]
+
+
+def test_bias_and_relu_fold_into_the_kernel(ukernel):
+    bias = np.arange(8, dtype=np.float32)
+    printed, report = run(module_text(weights(1), bias=bias, relu=True), ukernel)
+    assert "arith.select" not in printed and "linalg.broadcast" not in printed
+    assert "dense<[0.000000e+00, 1.000000e+00, 2.000000e+00" in printed  # the bias, passed to the kernel
+    assert report.convs[0].epilogue == "bias+relu"
+
+
+def test_unknown_accumulator_is_accumulated_into(ukernel):
+    printed, report = run(module_text(weights(2), init_arg=True), ukernel)
+    assert report.convs[0].epilogue == "accumulate"
+    assert "-> %arg1" in printed  # the dispatch updates the accumulator in place (tied result)
+
+
+def test_strided_rows_keep_the_code_generation_path(ukernel):
+    _, report = run(module_text(weights(3), stride=2), ukernel)
+    assert [c.kernel for c in report.convs] == ["codegen"]
+
+
+def test_bad_bitcode_is_refused():
+    with pytest.raises(ValueError, match="not LLVM bitcode"):
+        Microkernel("avx2", b"\x7fELF....")
+    with pytest.raises(ValueError, match="unknown microkernel ISA"):
+        Microkernel("sse2", b"BC\xc0\xde")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 3, 3, 3), (2, 5, 9, 9, 9), (1, 8, 4, 17, 5), (3, 2, 3, 7, 30)])
+def test_input_is_readable_to_the_last_vector(shape):
+    """Whatever the geometry, the padded channels cover every whole-vector load."""
+    n, c, d, h, w = shape
+    kd, kh, kw = min(3, d), min(3, h), min(3, w)
+    geom = ConvGeometry(n, c, d, h, w, 8, kd, kh, kw, (1, 1, 1), (1, 1, 1), d - kd + 1, h - kh + 1, w - kw + 1)
+    plan = plan_kgs(np.ones((8, c, kd, kh, kw), np.float32), geom, 8, 4)
+    call = plan_call("conv0", geom, plan, relu=False, tied=False)
+    k = call.constants
+    tiles = call.workload[0]
+    last_q = -(-min(tiles * k["qt"], geom.oh * w) // 16) * 16 - 1
+    last = (n - 1) * k["img"] + (geom.od - 1) * k["seg"] + last_q + int(plan.offsets.max())
+    assert last < call.flat_len
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_compiled_microkernel_matches_pytorch(target):
+    """Bias + ReLU fused, KGS zeros, F not a multiple of gM, batch 2, depth stride and dilation."""
+    import rt3d_iree
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 12, (3, 3, 2), stride=(2, 1, 1), padding=(1, 1, 0), dilation=(1, 2, 1))
+    with torch.no_grad():
+        conv.weight.view(12, 6, -1)[:, :, ::3] = 0
+    model = torch.nn.Sequential(conv, torch.nn.ReLU()).eval()
+    x = torch.randn(2, 6, 7, 9, 11)
+    compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+    assert [c.kernel for c in compiled.report.convs] == ["microkernel"]
+    ref = model(x).detach().numpy()
+    out = compiled(x)
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_aarch64_conv_after_fully_pruned_conv():
+    """Found by the fuzzer: the second conv's input is constant, so IREE evaluates it at compile
+    time on this x86 machine, where the aarch64 kernel object is not linked (undefined symbol).
+    Constant-input convs now take the code generation path."""
+    import rt3d_iree
+
+    first = torch.nn.Conv3d(2, 4, 3, padding=1)
+    with torch.no_grad():
+        first.weight.zero_()
+    model = torch.nn.Sequential(first, torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3, padding=1)).eval()
+    x = torch.randn(1, 2, 3, 5, 5)
+    compiled = rt3d_iree.compile(model, (x,), target="aarch64", kernel="microkernel")
+    assert [c.kernel for c in compiled.report.convs] == ["", "codegen"]  # pruned layer, constant input
+    ref = model(x).detach().numpy()
+    assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+POOLS = [  # (kernel, stride, padding, input shape): C3D's pools, a padded pool, odd windows and sizes
+    ((1, 2, 2), (1, 2, 2), 0, (1, 4, 3, 10, 12)),
+    (2, 2, 0, (1, 3, 4, 9, 9)),
+    (2, 2, (0, 1, 1), (1, 5, 2, 3, 3)),
+    (3, 1, 1, (1, 2, 5, 9, 11)),
+    ((2, 3, 3), (1, 2, 2), 0, (2, 3, 6, 13, 17)),
+]
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_max_pools_run_on_the_microkernel(target):
+    import rt3d_iree
+
+    for kernel, stride, padding, shape in POOLS:
+        x = torch.randn(*shape)
+        x[0, 0, 0, 0, 0] = float("nan")  # NaN propagates through max pooling, as in PyTorch
+        model = torch.nn.Sequential(torch.nn.Conv3d(shape[1], shape[1], 1), torch.nn.ReLU(),
+                                    torch.nn.MaxPool3d(kernel, stride, padding=padding)).eval()
+        compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+        assert compiled.report.pools == 1, (kernel, stride, padding)
+        ref = model(x).detach().numpy()
+        out = compiled(x)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        ok = ~np.isnan(ref)
+        assert np.abs(out[ok] - ref[ok]).max() <= 1e-4 * np.abs(ref[ok]).max(), (kernel, stride, padding)
