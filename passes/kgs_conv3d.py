@@ -188,7 +188,8 @@ def conv_geometry(op: ir.Operation) -> ConvGeometry:
 
 
 def plan_kgs(
-    weight: np.ndarray, geom: ConvGeometry, group_m: int, group_n: int, max_kernel_rows: int = 16
+    weight: np.ndarray, geom: ConvGeometry, group_m: int, group_n: int, max_kernel_rows: int = 16,
+    col_offset: np.ndarray | None = None,
 ) -> KgsPlan:
     """Find each filter group's kept columns and build compacted weights + gather offsets.
 
@@ -224,9 +225,10 @@ def plan_kgs(
     ci, kdi, khi, kwi = np.meshgrid(
         np.arange(c), np.arange(geom.kd), np.arange(geom.kh), np.arange(geom.kw), indexing="ij"
     )
-    col_offset = (
-        ci * geom.d * sd + kdi * dl[0] * sd + khi * dl[1] * sh + kwi * dl[2]
-    ).reshape(-1)
+    if col_offset is None:  # else the caller's layout (the microkernel's phase planes)
+        col_offset = (
+            ci * geom.d * sd + kdi * dl[0] * sd + khi * dl[1] * sh + kwi * dl[2]
+        ).reshape(-1)
 
     weights = np.zeros((groups, group_m, n_cols), dtype=np.float32)
     offsets = np.zeros((groups, n_cols), dtype=np.int64)
@@ -676,10 +678,13 @@ class KgsConv3dPass:
         # A conv whose input is constant (after a fully pruned conv) is evaluated by IREE at
         # compile time for the compiling machine, where the target's kernel object is not
         # linked (found by the fuzzer on aarch64: undefined symbol): code generation there.
-        if (opts.microkernel is not None and not isinstance(config, SpirvKernelConfig) and geom.rows_contiguous
+        if (opts.microkernel is not None and not isinstance(config, SpirvKernelConfig)
                 and not _is_constant_expr(conv.operands[0])):
             report.kernel = "microkernel"
             report.executed_macs = int(plan.kept_per_group.sum()) * per_col  # no padded columns
+            if not geom.rows_contiguous:
+                plan = plan_kgs(weight, geom, opts.group_m, opts.group_n,
+                                col_offset=kgs_ukernel.phase_column_offsets(geom))
             report.epilogue = self._rewrite_ukernel(conv, geom, plan, name)
             return report
         report.kernel = "codegen"
@@ -734,7 +739,8 @@ class KgsConv3dPass:
         init, result = conv.operands[2], conv.results[0]
         bias = _constant_bias(init, geom.f)
         relu = _sole_relu_user(result)
-        call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None)
+        call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None,
+                                     phased=not geom.rows_contiguous)
         self._ukernel_calls.append(call)
         x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
         if source_pad is not None:

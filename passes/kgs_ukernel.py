@@ -12,8 +12,10 @@ the result, so ``rt3d opt`` output keeps working.
 
 Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
 off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW]; eleven i32 constants; workgroups
-[position tiles, G, N * OD]. H/W stride 1 only (the pass keeps the code generation path for
-strided rows and for SPIR-V).
+[position tiles, G, N * OD]. The kernel computes stride-1 rows; a conv strided in H or W is
+first rearranged into phase planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a,
+j*sw + b]), on which it is a stride-1 conv whose columns read phase (kh % sh, kw % sw) at
+shift (kh // sh, kw // sw): one copy of the input, and the same kernel.
 
 IREE 3.13 facts this relies on (each measured): ``hal.dispatch.extern`` crashes llvm-cpu;
 an object needs a ``path`` even with ``data``, and its extension says bitcode vs native;
@@ -80,6 +82,7 @@ class UkernelCall:
     workload: tuple[int, int, int]
     constants: dict[str, int]
     tied: bool
+    phase: tuple[int, int, int, int] | None = None  # (sh, sw, H', W') for strided rows
 
     symbol = KERNEL_SYMBOL
 
@@ -134,14 +137,41 @@ def pool_helper_text(name: str, call: PoolCall) -> str:
   }}"""
 
 
-def plan_call(export: str, geom, plan, relu: bool, tied: bool) -> UkernelCall:
-    """Sizes, constants and workgroup grid of the microkernel dispatch for one conv."""
+def phase_shape(geom) -> tuple[int, int, int, int]:
+    """(sh, sw, H', W') of the phase-plane layout of a conv's padded input."""
+    sh, sw = geom.strides[1], geom.strides[2]
+    return sh, sw, _ceil_div(geom.h, sh), _ceil_div(geom.w, sw)
+
+
+def phase_column_offsets(geom) -> np.ndarray:
+    """Flat offset of every column (c, kd, kh, kw) in the phase-plane layout [C, sh, sw, D, H', W']."""
+    sh, sw, hp, wp = phase_shape(geom)
+    dl = geom.dilations
+    ci, kdi, khi, kwi = np.meshgrid(np.arange(geom.c), np.arange(geom.kd), np.arange(geom.kh), np.arange(geom.kw),
+                                    indexing="ij")
+    kh, kw = khi * dl[1], kwi * dl[2]
+    plane = geom.d * hp * wp
+    channel = (ci * sh + kh % sh) * sw + kw % sw
+    return (channel * plane + kdi * dl[0] * hp * wp + (kh // sh) * wp + kw // sw).reshape(-1)
+
+
+def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = False) -> UkernelCall:
+    """Sizes, constants and workgroup grid of the microkernel dispatch for one conv.
+
+    ``phased``: the input is read in the phase-plane layout (strided rows, see above).
+    """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
+    cg = 1  # channels of the layout per input channel
+    if phased:
+        sh, sw, h, w = phase_shape(geom)
+        cg = sh * sw
+        c *= cg
     vol, seg = d * h * w, h * w
     qvalid = geom.oh * w
     last_segment = (geom.od - 1) * geom.strides[0] * seg
     last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES - 1 + int(plan.offsets.max())
     channel_pad = max(0, _ceil_div(last + 1 - c * vol, vol))
+    channel_pad = _ceil_div(channel_pad, cg) * cg  # whole input channels
     img = (c + channel_pad) * vol
     groups, segments = plan.groups, n * geom.od
     # Enough workgroups to keep two threads busy to the end, each at least one register tile.
@@ -156,6 +186,7 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool) -> UkernelCall:
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
         off_len=groups * plan.columns + groups, f=geom.f, out_shape=(n, geom.f, geom.od, geom.oh, geom.ow),
         channel_pad=channel_pad, workload=(tiles, groups, segments), constants=constants, tied=tied,
+        phase=phase_shape(geom) if phased else None,
     )
 
 
@@ -243,14 +274,17 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
     the last output stay in bounds.
     """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
-    cp = call.channel_pad
+    sh, sw, hq, wq = call.phase or (1, 1, h, w)
+    cp = call.channel_pad // (sh * sw)  # in input channels
     if source_pad is None:
         x_shape, low, high = [n, c, d, h, w], [0] * 5, [0] * 5
     else:
         x_shape, low, high = (list(v) for v in source_pad)
-    high = [*high[:1], high[1] + cp, *high[2:]]
+    # Extra channels for the overrun; rows and columns up to whole strides for the phases.
+    high = [high[0], high[1] + cp, high[2], high[3] + hq * sh - h, high[4] + wq * sw - w]
     x_t = _t(x_shape)
-    xp_t = _t([n, c + cp, d, h, w])
+    padded = [n, c + cp, d, hq * sh, wq * sw]
+    xp_t = _t(padded)
     out_t = _t(call.out_shape)
     w_t, off_t, b_t, flat_t = _t([call.w_len]), _t([call.off_len], "i32"), _t([call.f]), _t([call.flat_len])
     lines = ["    %zero = arith.constant 0.000000e+00 : f32"]
@@ -260,7 +294,18 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
                   "    ^bb0(%i0: index, %i1: index, %i2: index, %i3: index, %i4: index):",
                   "      tensor.yield %zero : f32", f"    }} : {x_t} to {xp_t}"]
         src = "%xp"
-    lines.append(f"    %flat = tensor.collapse_shape {src} [[0, 1, 2, 3, 4]] : {xp_t} into {flat_t}")
+    if call.phase is None:
+        lines.append(f"    %flat = tensor.collapse_shape {src} [[0, 1, 2, 3, 4]] : {xp_t} into {flat_t}")
+    else:  # phase planes: [n, c, d, H', sh, W', sw] -> [n, c, sh, sw, d, H', W']
+        split = [n, c + cp, d, hq, sh, wq, sw]
+        phased = [n, c + cp, sh, sw, d, hq, wq]
+        lines += [
+            f"    %x7 = tensor.expand_shape {src} [[0], [1], [2], [3, 4], [5, 6]] output_shape "
+            f"[{', '.join(map(str, split))}] : {xp_t} into {_t(split)}",
+            f"    %e7 = tensor.empty() : {_t(phased)}",
+            f"    %t7 = linalg.transpose ins(%x7 : {_t(split)}) outs(%e7 : {_t(phased)}) permutation = [0, 1, 4, 6, 2, 3, 5]",
+            f"    %flat = tensor.collapse_shape %t7 [[0, 1, 2, 3, 4, 5, 6]] : {_t(phased)} into {flat_t}",
+        ]
     lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
     lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
     consts = ", ".join(f"%k_{k}" for k in _CONSTANTS)

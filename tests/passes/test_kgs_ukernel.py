@@ -109,9 +109,13 @@ def test_unknown_accumulator_is_accumulated_into(ukernel):
     assert "-> %arg1" in printed  # the dispatch updates the accumulator in place (tied result)
 
 
-def test_strided_rows_keep_the_code_generation_path(ukernel):
-    _, report = run(module_text(weights(3), stride=2), ukernel)
-    assert [c.kernel for c in report.convs] == ["codegen"]
+def test_strided_rows_read_phase_planes(ukernel):
+    """Stride 2 in H and W: the input is rearranged into 4 phase planes (space-to-depth), on
+    which the same stride-1 kernel runs."""
+    printed, report = run(module_text(weights(3), stride=2), ukernel)
+    assert [c.kernel for c in report.convs] == ["microkernel"]
+    assert "permutation = [0, 1, 4, 6, 2, 3, 5]" in printed
+    assert "x2x2x6x5x5xf32>" in printed  # [n, c (+ padding channels), sh, sw, d, H', W']
 
 
 def test_bad_bitcode_is_refused():
@@ -152,6 +156,29 @@ def test_compiled_microkernel_matches_pytorch(target):
     ref = model(x).detach().numpy()
     out = compiled(x)
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_strided_convs_match_pytorch(target):
+    """R(2+1)D's and S3D's strided convs (1x3x3 / 1x7x7 stride (1, 2, 2), 1x1x1 stride 2) and odd
+    strides with padding, dilation and KGS zeros."""
+    import rt3d_iree
+
+    torch.manual_seed(1)
+    cases = [((1, 3, 3), (1, 2, 2), (0, 1, 1), 1, (1, 8, 3, 12, 12)),
+             ((1, 7, 7), (1, 2, 2), (0, 3, 3), 1, (1, 3, 2, 15, 16)),
+             (1, 2, 0, 1, (1, 6, 4, 7, 7)),
+             ((2, 3, 2), (2, 3, 2), (1, 1, 0), 1, (2, 5, 6, 11, 9)),
+             ((3, 3, 3), (1, 1, 2), 1, (1, 2, 1), (1, 4, 5, 8, 13))]
+    for kernel, stride, padding, dilation, shape in cases:
+        conv = torch.nn.Conv3d(shape[1], 10, kernel, stride=stride, padding=padding, dilation=dilation).eval()
+        with torch.no_grad():
+            conv.weight.view(10, shape[1], -1)[:8, :, ::2] = 0  # KGS zeros in the first group
+        x = torch.randn(*shape)
+        compiled = rt3d_iree.compile(conv, (x,), target=target, kernel="microkernel")
+        assert [c.kernel for c in compiled.report.convs] == ["microkernel"]
+        ref = conv(x).detach().numpy()
+        assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max(), (kernel, stride)
 
 
 def test_aarch64_conv_after_fully_pruned_conv():
