@@ -11,8 +11,8 @@ and inlines it), and a ``flow.dispatch`` at tensor level. Stock ``iree-compile``
 the result, so ``rt3d opt`` output keeps working.
 
 Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
-off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW]; eleven i32 constants; workgroups
-[position tiles, G, N * OD]. The kernel computes stride-1 rows; a conv strided in H or W is
+off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW];
+twelve i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. The kernel computes stride-1 rows; a conv strided in H or W is
 first rearranged into phase planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a,
 j*sw + b]), on which it is a stride-1 conv whose columns read phase (kh % sh, kw % sw) at
 shift (kh // sh, kw // sw): one copy of the input, and the same kernel.
@@ -37,7 +37,9 @@ POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
 _MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
-_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags")
+_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags", "gpw")
+_SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
+_TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
 _POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw")
 
 FORMATS = {"avx512": "embedded-elf-x86_64", "avx2": "embedded-elf-x86_64", "neon": "embedded-elf-arm_64"}
@@ -174,18 +176,30 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     channel_pad = _ceil_div(channel_pad, cg) * cg  # whole input channels
     img = (c + channel_pad) * vol
     groups, segments = plan.groups, n * geom.od
-    # Enough workgroups to keep two threads busy to the end, each at least one register tile.
     max_tiles = max(1, _ceil_div(qvalid, _MIN_TILE))
-    tiles = min(max_tiles, max(1, _ceil_div(64, groups * segments)))
+    if groups * plan.columns * plan.group_m * 4 <= _SMALL_WEIGHTS:
+        # Small weights, large input: every group runs over a tile whose input fits in cache,
+        # so the input is read from memory once, not once per group.
+        gpw = groups
+        per_position = max(1, plan.columns) * 4  # bytes of input one position reads, at most
+        span = (geom.kh - 1) * geom.dilations[1] * w + geom.kw  # rows a tile reaches past its end
+        qt = max(_MIN_TILE, (_TILE_INPUT // per_position - span) // _MIN_TILE * _MIN_TILE)
+        tiles = _ceil_div(qvalid, qt)
+        # and enough workgroups to keep two threads busy to the end
+        tiles = min(max_tiles, max(tiles, _ceil_div(32, segments)))
+    else:
+        gpw = 1
+        # Enough workgroups to keep two threads busy to the end, each at least one register tile.
+        tiles = min(max_tiles, max(1, _ceil_div(64, groups * segments)))
     qt = _ceil_div(_ceil_div(qvalid, tiles), _MAX_LANES) * _MAX_LANES
     tiles = _ceil_div(qvalid, qt)
     flags = (ACCUMULATE if tied else 0) | (RELU if relu else 0)
     constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
-                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags)
+                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw)
     return UkernelCall(
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
         off_len=groups * plan.columns + groups, f=geom.f, out_shape=(n, geom.f, geom.od, geom.oh, geom.ow),
-        channel_pad=channel_pad, workload=(tiles, groups, segments), constants=constants, tied=tied,
+        channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied,
         phase=phase_shape(geom) if phased else None,
     )
 
