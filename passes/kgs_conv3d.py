@@ -15,6 +15,11 @@ cannot handle are left to IREE's default lowering with a logged reason.
 
 Each rewritten conv becomes a ``func.call`` to a private helper function holding the
 kernel; IREE's inliner folds it back in, and the helper keeps ``rt3d opt`` output readable.
+
+With ``KgsConv3dOptions.microkernel`` (llvm-cpu targets), the helper instead dispatches the
+hand-written kernel of plugins/ukernel (see kgs_ukernel.py): the same compacted weights and
+gather offsets, run near the machine's peak, with bias and ReLU applied as it stores; 3-D max
+pools then run on the same kernel library.
 """
 
 from __future__ import annotations
