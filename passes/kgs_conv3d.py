@@ -649,8 +649,18 @@ class KgsConv3dPass:
             raise NotHandled("input too large for 32-bit gather offsets")
         init = conv.operands[2]
         result = conv.results[0]
-        plan = plan_kgs(weight, geom, opts.group_m, opts.group_n)
-        if isinstance(opts.kernel_config(), SpirvKernelConfig) and plan.group_m == 1:
+        config = opts.kernel_config()
+        spirv = isinstance(config, SpirvKernelConfig)
+        # A conv whose input is constant (after a fully pruned conv) is evaluated by IREE at
+        # compile time for the compiling machine: the target's kernel object is not linked
+        # there (found by the fuzzer on aarch64: undefined symbol) and a GPU tiling does not
+        # lower there ("gpu.thread_id ... LLVM IR"). Such convs take plain code generation.
+        constant_input = _is_constant_expr(conv.operands[0])
+        ukernel = opts.microkernel is not None and not spirv and not constant_input
+        # Strided rows: the microkernel reads the input as phase planes (kgs_ukernel.py).
+        col_offset = kgs_ukernel.phase_column_offsets(geom) if ukernel and not geom.rows_contiguous else None
+        plan = plan_kgs(weight, geom, opts.group_m, opts.group_n, col_offset=col_offset)
+        if spirv and plan.group_m == 1:
             # A unit filter loop is folded by IREE, after which our SPIR-V tiling no longer
             # fits (wrong results or failed compiles, found by the fuzzer) and IREE's own
             # choice is a subgroup reduction assuming the target's width: pair the filters.
@@ -674,29 +684,19 @@ class KgsConv3dPass:
             conv.erase()
             logger.info("conv at %s is fully pruned: replaced by its bias", report.location)
             return report
+        if ukernel:
+            report.kernel = "microkernel"
+            report.executed_macs = kept * per_col  # it runs each group's own column count
+            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name)
+            return report
+        report.kernel = "codegen"
         waste = 1 - kept / max(1, plan.groups * plan.columns)
         if waste > opts.max_padding_waste:
             logger.info(
                 "conv at %s: unbalanced groups waste %.0f%% of MACs on padding", report.location, waste * 100
             )
-        config = opts.kernel_config()
-        # A conv whose input is constant (after a fully pruned conv) is evaluated by IREE at
-        # compile time for the compiling machine, where the target's kernel object is not
-        # linked (found by the fuzzer on aarch64: undefined symbol): code generation there.
-        if (opts.microkernel is not None and not isinstance(config, SpirvKernelConfig)
-                and not _is_constant_expr(conv.operands[0])):
-            report.kernel = "microkernel"
-            report.executed_macs = int(plan.kept_per_group.sum()) * per_col  # no padded columns
-            if not geom.rows_contiguous:
-                plan = plan_kgs(weight, geom, opts.group_m, opts.group_n,
-                                col_offset=kgs_ukernel.phase_column_offsets(geom))
-            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name)
-            return report
-        report.kernel = "codegen"
-        if isinstance(config, SpirvKernelConfig) and _is_constant_expr(conv.operands[0]):
-            # IREE evaluates constant subgraphs at compile time on the host CPU, where a GPU
-            # tiling does not lower (found by the fuzzer: a conv after a fully pruned one).
-            config = None
+        if spirv and constant_input:
+            config = None  # no GPU tiling where IREE evaluates it on the host (see above)
         text = emit_kernel(name, geom, plan, config)
         with conv.context, conv.location:
             helper = ir.Module.parse("module {" + text + "\n}")
@@ -887,10 +887,8 @@ def _sole_relu_user(result: ir.Value) -> ir.Operation | None:
         return None
     if str(user.attributes["iterator_types"]).count("parallel") != 5 or user.results[0].type != result.type:
         return None
-    maps = ir.ArrayAttr(user.attributes["indexing_maps"])
-    if any(not ir.AffineMapAttr(m).value.is_permutation or str(m) != str(maps[0]) for m in maps):
-        return None
-    if "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)" not in str(maps[0]):
+    identity = "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)"
+    if any(identity not in str(m) for m in ir.ArrayAttr(user.attributes["indexing_maps"])):
         return None
     block = user.regions[0].blocks[0]
     ops = [o.operation for o in block.operations]

@@ -120,15 +120,20 @@ def pool_call(export: str, in_shape, out_shape, window, strides) -> PoolCall:
     return PoolCall(export, tuple(in_shape), tuple(out_shape), constants)
 
 
+def _dispatch_constants(call: UkernelCall | PoolCall, lines: list[str]) -> tuple[str, str]:
+    """Append the i32 constants and workload of ``call``; return the constants' operand and
+    type lists for its ``flow.dispatch``."""
+    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
+    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
+    return ", ".join(f"%k_{k}" for k in call.constants), ", ".join(["i32"] * len(call.constants))
+
+
 def pool_helper_text(name: str, call: PoolCall) -> str:
     """Private function (x) -> out dispatching the pooling kernel on the flattened input."""
     x_t, out_t = _t(call.in_shape), _t(call.out_shape)
     flat_t = _t([int(np.prod(call.in_shape))])
     lines = [f"    %flat = tensor.collapse_shape %x [[0, 1, 2, 3, 4]] : {x_t} into {flat_t}"]
-    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
-    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
-    consts = ", ".join(f"%k_{k}" for k in _POOL_CONSTANTS)
-    ctypes = ", ".join(["i32"] * len(_POOL_CONSTANTS))
+    consts, ctypes = _dispatch_constants(call, lines)
     lines.append(f"    %y = flow.dispatch @{EXECUTABLE}::@{call.export}[%w0, %w1, %w2](%flat, {consts}) : "
                  f"({flat_t}, {ctypes}) -> {out_t}")
     nl = "\n"
@@ -323,10 +328,7 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
             f"    %t7 = linalg.transpose ins(%x7 : {_t(split)}) outs(%e7 : {_t(phased)}) permutation = [0, 1, 4, 6, 2, 3, 5]",
             f"    %flat = tensor.collapse_shape %t7 [[0, 1, 2, 3, 4, 5, 6]] : {_t(phased)} into {flat_t}",
         ]
-    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
-    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
-    consts = ", ".join(f"%k_{k}" for k in _CONSTANTS)
-    ctypes = ", ".join(["i32"] * len(_CONSTANTS))
+    consts, ctypes = _dispatch_constants(call, lines)
     ins_t = f"{flat_t}, {w_t}, {off_t}, {b_t}"
     target = f"@{EXECUTABLE}::@{call.export}[%w0, %w1, %w2]"
     if call.tied:

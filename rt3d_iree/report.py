@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .bench import format_table, max_rel_error, time_torch, time_vmfb
+from .bench import TOLERANCE, format_table, max_rel_error, time_torch, time_vmfb
 from .errors import Rt3dError
 from .files import atomic_write
 from .models import build_model, count_macs, fold_batchnorm
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 PAPER_RATES = {"c3d": 3.6, "r2plus1d": 3.2, "s3d": 2.1}  # RT3D Table 2
 LABELS = {"c3d": "C3D", "r2plus1d": "R(2+1)D-18", "s3d": "S3D"}
-TOLERANCE = 1e-4  # max abs error <= 1e-4 x max |reference|
 ENGINES = ("PyTorch eager", "ONNX Runtime", "stock IREE", "rt3d dense", "rt3d KGS")
 COMPILE_BUDGET_S = 120.0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,13 +79,3 @@ def microkernel_for(target: Target, required: bool = False) -> Microkernel | Non
     except ValueError as exc:
         raise Rt3dError(f"{path}: {exc}", f"rebuild it with: {BUILD_COMMAND}") from None
 
-
-def build(quiet: bool = True) -> Path:
-    """Build the bitcode files with CMake (what scripts/setup.sh runs)."""
-    out = build_dir()
-    for cmd in (["cmake", "-S", str(PLUGIN_DIR), "-B", str(out)], ["cmake", "--build", str(out)]):
-        proc = subprocess.run(cmd, capture_output=quiet, text=True)
-        if proc.returncode != 0:
-            raise Rt3dError(f"building the microkernel failed: {' '.join(cmd)}\n{proc.stderr or ''}",
-                            "install cmake and clang (apt-get install cmake clang-14) and retry")
-    return out
