@@ -3,6 +3,15 @@
 Times are medians; the machines are shared and noisy, so what we report are ratios taken
 within one run. IREE modules are timed by iree-benchmark-module (JSON output), PyTorch by
 wall clock around ``forward`` after warm-up, both with the same thread count.
+
+Every engine runs under the same glibc malloc settings (``ALLOCATOR_ENV``). Why: IREE 3.13's
+CPU device takes each call's transient memory from malloc, and glibc serves blocks over
+32 MiB with a fresh mmap that it unmaps on free, so every call page-faults its activations
+in anew (full-size C3D: about 26,000 faults and a quarter of the CPU time per call; PyTorch
+eager pays the same way, less so). Keeping freed memory in the heap, backed by transparent
+huge pages, removes that: measured on C3D, IREE 96 -> 75 ms, PyTorch 264 -> 239 ms,
+ONNX Runtime (its own arena) 191 -> 186 ms. The timing commands re-execute themselves
+under these settings (rt3d_iree/cli.py); iree-benchmark-module gets them in its environment.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +31,37 @@ from .errors import Rt3dError
 from .runtime import CompiledModule
 
 logger = logging.getLogger(__name__)
+
+
+# Never hand memory back to the OS during a run: no mmap'd blocks, no heap trimming, and
+# huge pages for the heap (glibc >= 2.35; older glibc ignores the tunable).
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+    "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+}
+
+
+def allocator_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with ``ALLOCATOR_ENV`` added; a user's
+    own GLIBC_TUNABLES are kept and extended."""
+    import os
+
+    env = dict(os.environ if base is None else base)
+    for key, value in ALLOCATOR_ENV.items():
+        if key == "GLIBC_TUNABLES" and env.get(key) and value not in env[key].split(":"):
+            env[key] = f"{env[key]}:{value}"
+        elif key != "GLIBC_TUNABLES" or not env.get(key):
+            env[key] = value
+    return env
+
+
+def allocator_tuned(env: dict[str, str] | None = None) -> bool:
+    """Whether ``env`` (default: this process's) already has the benchmark malloc settings."""
+    import os
+
+    env = os.environ if env is None else env
+    return allocator_env(dict(env)) == dict(env)
 
 
 def runtime_tool(name: str) -> str:
@@ -36,6 +76,11 @@ def runtime_tool(name: str) -> str:
 
 def time_torch(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5, threads: int = 2) -> float:
     """Median wall-clock ms of ``model(*inputs)`` under torch.no_grad with ``threads`` threads."""
+    return statistics.median(torch_times(model, inputs, reps, threads))
+
+
+def torch_times(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5, threads: int = 2) -> list[float]:
+    """Wall-clock ms of each of ``reps`` calls of ``model(*inputs)`` (after warm-up)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -49,12 +94,29 @@ def time_torch(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5, 
                 times.append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(old)
-    return statistics.median(times)
+    return times
 
 
 def time_vmfb(compiled: CompiledModule, inputs: Sequence[np.ndarray], reps: int = 5, threads: int = 2) -> float:
     """Median ms of the module's entry function, measured by iree-benchmark-module on its runner."""
     return compiled.benchmark(*inputs, threads=threads, repetitions=reps).median_ms
+
+
+def interleaved_medians(timers: dict[str, Callable[[], list[float]]], rounds: int,
+                        on_round: Callable[[], None] | None = None) -> dict[str, float]:
+    """Median ms per engine over ``rounds`` rounds that each time every engine once, in turn.
+
+    Why: the machines are shared, and a slow spell that hits one engine's only timing run
+    skews every ratio taken against it; taking turns spreads such spells over all engines.
+    Each timer returns the times of its repetitions; the median is over all of them.
+    """
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name] += timer()
+        if on_round is not None:
+            on_round()
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def max_rel_error(out: np.ndarray | torch.Tensor, ref: torch.Tensor) -> float:

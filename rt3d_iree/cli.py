@@ -134,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
     rep.add_argument("--models", default="c3d,r2plus1d,s3d")
     rep.add_argument("--reps", type=int, default=5, help="timed runs per engine (median; at least 5)")
+    rep.add_argument("--rounds", type=int, default=3,
+                     help="timing rounds: every engine is timed --reps times per round, in turn")
     rep.add_argument("--threads", type=int, default=2)
     rep.add_argument("--frames", type=int, default=16)
     rep.add_argument("--size", type=int, default=112)
@@ -151,11 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that time engines: they run under the benchmark malloc settings (bench.ALLOCATOR_ENV).
+TIMING_COMMANDS = frozenset({"demo", "bench-layer", "bench", "report", "tune"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.cmd != "compile":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if argv is None and args.cmd in TIMING_COMMANDS:
+        _reexec_with_allocator_env()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         return _run(args, unknown)
@@ -165,6 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rt3d: interrupted", file=sys.stderr)
         return 130
+
+
+def _reexec_with_allocator_env() -> None:
+    """Run this command again under the benchmark malloc settings, so that PyTorch and ONNX
+    Runtime (timed in this process) get the same allocator as the IREE tools. glibc reads
+    them only at start-up, hence the re-execution (once: the new process has them)."""
+    from .bench import allocator_env, allocator_tuned
+
+    if allocator_tuned() or os.environ.get("RT3D_NO_REEXEC"):
+        return
+    env = allocator_env()
+    env["RT3D_NO_REEXEC"] = "1"  # never loop, whatever glibc makes of the settings
+    os.execve(sys.executable, [sys.executable, "-m", "rt3d_iree.cli", *sys.argv[1:]], env)
 
 
 def _run(args: argparse.Namespace, unknown: list[str]) -> int:
@@ -197,7 +218,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         except ValueError:
             raise Rt3dError(f"bad --rates {args.rates!r}",
                             "give FLOPs rates separated by commas, e.g. 1,2,3,4,6") from None
-        settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps,
+        settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps, rounds=args.rounds,
                         threads=args.threads, frames=args.frames, size=args.size, width=args.width,
                         sweep_rates=rates, onnx=not args.no_onnx, stock=not args.no_stock)
         if args.quick:

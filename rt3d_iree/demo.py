@@ -15,12 +15,14 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .bench import TOLERANCE, format_table, max_rel_error, time_torch, time_vmfb, write_results
+from .bench import TOLERANCE, format_table, interleaved_medians, max_rel_error, torch_times, write_results
 from .errors import Rt3dError
 from .models import C3D, count_macs
 from .sparsity import apply_kgs_magnitude
 
 logger = logging.getLogger(__name__)
+
+ROUNDS = 3  # timing rounds, every engine once per round (bench.interleaved_medians)
 
 
 def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int], seed: int = 0) -> None:
@@ -40,32 +42,30 @@ def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int],
 
 
 def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int, threads: int,
-                 group_size: tuple[int, int], out_dir: Path, sparse_rate: float) -> dict:
-    steps = tqdm(total=8, desc=name, unit="step")
+                 group_size: tuple[int, int], out_dir: Path, sparse_rate: float, rounds: int = ROUNDS) -> dict:
+    steps = tqdm(total=5 + rounds, desc=name, unit="step")
     results = {}
     ref_dense = dense(x).detach()
     ref_sparse = sparse(x).detach()
     steps.update()
-    builds = {}
+    builds, errors = {}, {}
     for label, model, kgs in (("stock IREE", dense, False), ("rt3d dense", dense, True), ("rt3d KGS", sparse, True)):
         steps.set_postfix_str(f"compile {label}")
-        builds[label] = api.compile(model, (x,), group_size=group_size, kgs=kgs, reproducer_dir=out_dir / "reproducers")
-        steps.update()
-    rows = []
-    steps.set_postfix_str("time PyTorch")
-    t = time_torch(dense, (x,), reps, threads)
-    rows.append({"engine": "PyTorch eager", "median_ms": t, "max_rel_error": 0.0})
-    steps.update()
-    for label, compiled in builds.items():
-        steps.set_postfix_str(f"time {label}")
+        compiled = api.compile(model, (x,), group_size=group_size, kgs=kgs, reproducer_dir=out_dir / "reproducers")
         ref = ref_sparse if label == "rt3d KGS" else ref_dense
-        err = max_rel_error(compiled(x), ref)
-        if err > TOLERANCE:
-            raise Rt3dError(f"{label} output differs from PyTorch: max rel error {err:.3g}",
+        errors[label] = max_rel_error(compiled(x), ref)
+        if errors[label] > TOLERANCE:
+            raise Rt3dError(f"{label} output differs from PyTorch: max rel error {errors[label]:.3g}",
                             "this is a compiler bug: please report it with the reproducer")
-        ms = time_vmfb(compiled, (x.numpy(),), reps, threads)
-        rows.append({"engine": label, "median_ms": ms, "max_rel_error": err})
+        builds[label] = compiled
         steps.update()
+    timers = {"PyTorch eager": lambda: torch_times(dense, (x,), reps, threads)}
+    for label, compiled in builds.items():
+        timers[label] = lambda c=compiled: c.benchmark(x.numpy(), threads=threads, repetitions=reps).times_ms
+    steps.set_postfix_str(f"time every engine, in turn, {rounds} rounds")
+    medians = interleaved_medians(timers, rounds, on_round=steps.update)
+    rows = [{"engine": "PyTorch eager", "median_ms": medians["PyTorch eager"], "max_rel_error": 0.0}]
+    rows += [{"engine": label, "median_ms": medians[label], "max_rel_error": errors[label]} for label in builds]
     steps.close()
     base = {r["engine"]: r["median_ms"] for r in rows}
     for r in rows:

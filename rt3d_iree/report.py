@@ -18,9 +18,9 @@ import copy
 import csv
 import io
 import logging
-import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .bench import TOLERANCE, format_table, max_rel_error, time_torch, time_vmfb
+from .bench import TOLERANCE, format_table, interleaved_medians, max_rel_error, time_vmfb, torch_times
 from .errors import Rt3dError
 from .files import atomic_write
 from .models import build_model, count_macs, fold_batchnorm
@@ -55,6 +55,7 @@ class ReportConfig:
     size: int = 112
     num_classes: int = 101
     reps: int = 5
+    rounds: int = 3
     threads: int = 2
     group_size: tuple[int, int] = (8, 4)
     sweep_model: str = "c3d"
@@ -67,6 +68,8 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if self.reps < 5:
             raise Rt3dError(f"reps must be at least 5 (got {self.reps})", "medians need 5 or more runs")
+        if self.rounds < 1:
+            raise Rt3dError(f"rounds must be at least 1 (got {self.rounds})", "for example --rounds 3")
         for m in self.models:
             if m not in PAPER_RATES:
                 raise Rt3dError(f"unknown model {m!r}", f"choose from: {', '.join(PAPER_RATES)}")
@@ -102,17 +105,16 @@ def _ort_session(model: nn.Module, x: torch.Tensor, threads: int):
     return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
 
 
-def time_ort(session, x: np.ndarray, reps: int) -> tuple[float, np.ndarray]:
-    """Median ms of ``session.run`` after two warm-up runs, and its output."""
-    out = None
+def ort_times(session, x: np.ndarray, reps: int) -> list[float]:
+    """Wall-clock ms of each of ``reps`` calls of ``session.run``, after two warm-up calls."""
     for _ in range(2):
-        out = session.run(None, {"x": x})[0]
+        session.run(None, {"x": x})
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         session.run(None, {"x": x})
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), out
+    return times
 
 
 def prune_to(model: nn.Module, x: torch.Tensor, rate: float, group_size: tuple[int, int]) -> tuple[nn.Module, float]:
@@ -125,16 +127,20 @@ def prune_to(model: nn.Module, x: torch.Tensor, rate: float, group_size: tuple[i
 
 
 class _Run:
-    """One model's measurements; every compiled output is checked before it is timed."""
+    """One model's measurements. Every output is checked against PyTorch before anything is
+    timed; the engines are then timed in interleaved rounds (bench.interleaved_medians), all
+    but stock IREE, which is timed once on its own (tens of seconds a run on C3D)."""
 
     def __init__(self, cfg: ReportConfig, name: str, progress: tqdm) -> None:
         self.cfg, self.name, self.progress = cfg, name, progress
         self.rows: list[dict] = []
+        self.timers: dict[int, Callable[[], list[float]]] = {}  # row index -> timer
 
     def add(self, engine: str, rate_target: float, rate: float, ms: float | None, err: float | None,
-            compile_s: float | None = None, note: str = "") -> None:
+            compile_s: float | None = None, note: str = "") -> int:
         self.rows.append({"model": self.name, "engine": engine, "rate_target": rate_target, "flops_rate": rate,
                           "median_ms": ms, "max_rel_error": err, "compile_s": compile_s, "note": note})
+        return len(self.rows) - 1
 
     def step(self, text: str) -> None:
         self.progress.set_postfix_str(f"{self.name}: {text}")
@@ -151,27 +157,38 @@ class _Run:
         if err > TOLERANCE:
             raise Rt3dError(f"{engine} on {self.name} differs from PyTorch: max rel error {err:.3g}",
                             "this is a compiler bug: please report it (rt3d compile leaves a reproducer)")
-        self.step(f"time {engine} {rate_target:g}x")
-        ms = time_vmfb(module, (x.numpy(),), cfg.reps, cfg.threads)
-        self.progress.update()
         kernels = sorted({c.kernel for c in (module.report.convs if module.report else []) if c.kernel})
-        self.add(engine, rate_target, rate, ms, err, compile_s, "+".join(kernels))
+        row = self.add(engine, rate_target, rate, None, err, compile_s, "+".join(kernels))
+        xs = (x.numpy(),)
+        if kgs:
+            self.timers[row] = lambda: module.benchmark(*xs, threads=cfg.threads, repetitions=cfg.reps).times_ms
+        else:
+            self.step(f"time {engine} {rate_target:g}x")
+            self.rows[row]["median_ms"] = time_vmfb(module, xs, cfg.reps, cfg.threads)
+            self.progress.update()
 
     def reference_engines(self, model: nn.Module, x: torch.Tensor, ref: torch.Tensor, rate_target: float,
                           rate: float) -> None:
         cfg = self.cfg
-        self.step(f"time PyTorch {rate_target:g}x")
-        self.add("PyTorch eager", rate_target, rate, time_torch(model, (x,), cfg.reps, cfg.threads), 0.0)
-        self.progress.update()
+        row = self.add("PyTorch eager", rate_target, rate, None, 0.0)
+        self.timers[row] = lambda: torch_times(model, (x,), cfg.reps, cfg.threads)
         if cfg.onnx:
             self.step(f"ONNX Runtime {rate_target:g}x")
             session = _ort_session(model, x, cfg.threads)
-            ms, out = time_ort(session, x.numpy(), cfg.reps)
+            out = session.run(None, {"x": x.numpy()})[0]
             err = max_rel_error(out, ref)
             if err > TOLERANCE:
                 raise Rt3dError(f"ONNX Runtime on {self.name} differs from PyTorch: {err:.3g}", "check the export")
-            self.add("ONNX Runtime", rate_target, rate, ms, err)
-            self.progress.update()
+            row = self.add("ONNX Runtime", rate_target, rate, None, err)
+            self.timers[row] = lambda: ort_times(session, x.numpy(), cfg.reps)
+
+    def time_all(self) -> None:
+        """Time every registered engine, in turn, ``cfg.rounds`` times; fill in the medians."""
+        self.step(f"time {len(self.timers)} engines in turn, {self.cfg.rounds} rounds")
+        medians = interleaved_medians(self.timers, self.cfg.rounds, on_round=self.progress.update)
+        for row, ms in medians.items():
+            self.rows[row]["median_ms"] = ms
+        self.timers.clear()
 
 
 def _zero_classifier_bias(model: nn.Module) -> None:
@@ -184,9 +201,10 @@ def _zero_classifier_bias(model: nn.Module) -> None:
 
 
 def _steps(cfg: ReportConfig) -> int:
-    per_model = 2 + 1 + (1 if cfg.onnx else 0) + (2 if cfg.stock else 0) + 2 + 2
+    # build, stock (compile, time), dense compile, KGS masks, KGS compile, timing rounds
+    per_model = 1 + (2 if cfg.stock else 0) + 1 + 2 + cfg.rounds
     sweep = [r for r in cfg.sweep_rates if r > 1.0]
-    extra = len(sweep) * (4 + (1 if cfg.onnx else 0)) if cfg.sweep_model in cfg.models else 0
+    extra = len(sweep) * 2 if cfg.sweep_model in cfg.models else 0
     return per_model * len(cfg.models) + extra
 
 
@@ -230,6 +248,7 @@ def run_report(cfg: ReportConfig) -> dict:
                 run.reference_engines(swept, x, sw_ref, r, reached)
                 run.compiled("rt3d KGS", swept, x, sw_ref, r, reached)
                 progress.update()
+        run.time_all()
         results["models"][name] = {"macs": int(sum(macs.values())), "rate_target": target, "rate": rate,
                                    "input": [1, 3, cfg.frames, cfg.size, cfg.size]}
         results["rows"] += run.rows
@@ -277,7 +296,8 @@ def markdown(results: dict) -> str:
     """Table 2's shape (one row per model at its paper rate), the bars, and every measurement."""
     rows, cfg = results["rows"], results["config"]
     lines = [f"# rt3d report: batch 1, {cfg['frames']}x{cfg['size']}x{cfg['size']} clips, width {cfg['width']:g}, "
-             f"{cfg['threads']} threads, median of {cfg['reps']} runs (ms)", ""]
+             f"{cfg['threads']} threads, median of {cfg['reps'] * cfg.get('rounds', 1)} runs "
+             f"({cfg.get('rounds', 1)} interleaved rounds of {cfg['reps']}; stock IREE: {cfg['reps']}) (ms)", ""]
     head = ["model (KGS rate)", "GMAC", "PyTorch", "ONNX Runtime", "stock IREE", "rt3d dense", "rt3d KGS",
             "dense/KGS", "/ FLOPs rate", "KGS vs ORT", "KGS vs PyTorch"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
