@@ -157,7 +157,8 @@ class ConvReport:
 @dataclass
 class PassReport:
     convs: list[ConvReport] = field(default_factory=list)
-    pools: int = 0  # 3-D max pools given to the microkernel
+    pools: int = 0  # 3-D max pools given to the microkernel as dispatches of their own
+    fused_pools: int = 0  # 3-D max pools computed by the conv dispatch before them
 
     @property
     def rewritten(self) -> int:
@@ -611,14 +612,6 @@ class KgsConv3dPass:
             return ir.WalkResult.ADVANCE
 
         module_op.walk(collect)
-        pools: list[ir.Operation] = []
-        if self.options.microkernel is not None and not isinstance(self.options.kernel_config(), SpirvKernelConfig):
-            def collect_pools(o: ir.Operation) -> ir.WalkResult:
-                if o.name == "linalg.generic" and _maxpool_window(o) is not None:
-                    pools.append(o)
-                return ir.WalkResult.ADVANCE
-
-            module_op.walk(collect_pools)
         body = module_op.regions[0].blocks[0]
         self._ukernel_calls: list[kgs_ukernel.UkernelCall | kgs_ukernel.PoolCall] = []
         self._ukernel_helpers: list[str] = []
@@ -628,6 +621,15 @@ class KgsConv3dPass:
             except NotHandled as exc:
                 logger.info("leaving conv at %s to IREE: %s", conv.location, exc)
                 self.report.convs.append(ConvReport(str(conv.location), False, str(exc)))
+        # Pools not fused into a conv above get a dispatch of their own.
+        pools: list[ir.Operation] = []
+        if self.options.microkernel is not None and not isinstance(self.options.kernel_config(), SpirvKernelConfig):
+            def collect_pools(o: ir.Operation) -> ir.WalkResult:
+                if o.name == "linalg.generic" and _maxpool_window(o) is not None:
+                    pools.append(o)
+                return ir.WalkResult.ADVANCE
+
+            module_op.walk(collect_pools)
         for index, pool in enumerate(pools):
             self._rewrite_pool(pool, f"rt3d_maxpool3d_{index}")
         if self._ukernel_calls:
@@ -744,8 +746,11 @@ class KgsConv3dPass:
         init, result = conv.operands[2], conv.results[0]
         bias = _constant_bias(init, geom.f)
         relu = _sole_relu_user(result)
+        pool = None
+        if bias is not None and geom.rows_contiguous:
+            pool = _fusable_pool(relu.results[0] if relu is not None else result, geom, plan.group_m)
         call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None,
-                                     phased=not geom.rows_contiguous)
+                                     phased=not geom.rows_contiguous, pool=pool[1] if pool else None)
         self._ukernel_calls.append(call)
         x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
         if source_pad is not None:
@@ -761,16 +766,31 @@ class KgsConv3dPass:
                 second = arith.ConstantOp(b_attr.type, b_attr).result
             args = [x, second, arith.ConstantOp(w_attr.type, w_attr).result,
                     arith.ConstantOp(off_attr.type, off_attr).result]
-            call_op = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), args)
+            out_type = pool[0].results[0].type if pool else result.type
+            call_op = func.CallOp([out_type], ir.FlatSymbolRefAttr.get(name), args)
+        if pool is not None:
+            pool_op = pool[0]
+            pool_init = pool_op.operands[2].owner
+            pool_op.results[0].replace_all_uses_with(call_op.results[0])
+            pool_op.erase()
+            pool_init = pool_init.operation if isinstance(pool_init, ir.OpView) else pool_init
+            if not list(pool_init.results[0].uses):  # its -inf fill
+                pool_init.erase()
         if relu is not None:
-            relu.results[0].replace_all_uses_with(call_op.results[0])
+            if pool is None:
+                relu.results[0].replace_all_uses_with(call_op.results[0])
             relu.erase()
-        result.replace_all_uses_with(call_op.results[0])
+        if pool is None:
+            result.replace_all_uses_with(call_op.results[0])
         conv.erase()
         producer = init.owner
         if bias is not None and not list(init.uses):  # the bias broadcast / fill is now dead
             (producer.operation if isinstance(producer, ir.OpView) else producer).erase()
-        return ("accumulate" if bias is None else "bias") + ("+relu" if relu is not None else "")
+        epilogue = ("accumulate" if bias is None else "bias") + ("+relu" if relu is not None else "")
+        if pool is not None:
+            self.report.fused_pools += 1
+            epilogue += "+maxpool" + "x".join(map(str, pool[1]))
+        return epilogue
 
 
 def _constant_bias(init: ir.Value, filters: int) -> np.ndarray | None:
@@ -838,6 +858,29 @@ def _maxpool_window(op: ir.Operation) -> tuple[tuple[int, int, int], tuple[int, 
     if (ow - 1) * strides[2] + window[2] > kgs_ukernel.POOL_ROW_MAX:
         return None
     return window, tuple(strides)
+
+
+def _fusable_pool(value: ir.Value, geom: ConvGeometry, group_m: int) -> tuple[ir.Operation, tuple[int, int, int]] | None:
+    """(pool op, window) if ``value``'s only user is a 3-D max pool the kernel can fuse: window
+    equal to its stride (no overlap), no padding, floor sizes, and a stack buffer big enough
+    for one pooled row (kgs_ukernel.pool_rows)."""
+    uses = list(value.uses)
+    if len(uses) != 1:
+        return None
+    user = uses[0].owner
+    user = user.operation if isinstance(user, ir.OpView) else user
+    if user.name != "linalg.generic" or user.operands[0] != value:
+        return None
+    found = _maxpool_window(user)
+    if found is None or found[0] != found[1]:
+        return None
+    window = found[0]
+    pooled = tuple(ir.RankedTensorType(user.results[0].type).shape)
+    if pooled != (geom.n, geom.f, geom.od // window[0], geom.oh // window[1], geom.ow // window[2]):
+        return None
+    if min(pooled[2:]) < 1 or kgs_ukernel.pool_rows(geom, group_m, window) < 1:
+        return None
+    return user, window
 
 
 def _zero_pad_of(value: ir.Value) -> tuple[list[int], list[int], list[int]] | None:

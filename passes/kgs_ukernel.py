@@ -12,7 +12,9 @@ the result, so ``rt3d opt`` output keeps working.
 
 Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
 off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW];
-twelve i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. The kernel computes stride-1 rows; a conv strided in H or W is
+fifteen i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. With a max
+pool fused (its window equal to its stride, as C3D's), out is the pooled tensor and the
+workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``). The kernel computes stride-1 rows; a conv strided in H or W is
 first rearranged into phase planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a,
 j*sw + b]), on which it is a stride-1 conv whose columns read phase (kh % sh, kw % sw) at
 shift (kh // sh, kw // sw): one copy of the input, and the same kernel.
@@ -37,7 +39,8 @@ POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
 _MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
-_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags", "gpw")
+_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags", "gpw", "pd", "ph", "pw")
+POOL_SCRATCH = 8192  # floats of the fused pool's stack buffer (gen_kernel.py)
 _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
 _POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw")
@@ -162,10 +165,20 @@ def phase_column_offsets(geom) -> np.ndarray:
     return (channel * plane + kdi * dl[0] * hp * wp + (kh // sh) * wp + kw // sw).reshape(-1)
 
 
-def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = False) -> UkernelCall:
+def pool_rows(geom, group_m: int, pool: tuple[int, int, int]) -> int:
+    """Pooled rows per workgroup when a pool is fused: as many as the kernel's stack buffer
+    holds (gM filters x rows x OW floats), at most all; 0 if not even one fits."""
+    _, ph, _ = pool
+    return min(geom.oh // ph, POOL_SCRATCH // (group_m * ph * geom.ow))
+
+
+def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = False,
+              pool: tuple[int, int, int] | None = None) -> UkernelCall:
     """Sizes, constants and workgroup grid of the microkernel dispatch for one conv.
 
     ``phased``: the input is read in the phase-plane layout (strided rows, see above).
+    ``pool``: the window (= stride) of a max pool fused into the dispatch (the caller checks
+    ``pool_rows`` > 0 and that the conv's accumulator is not tied).
     """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
     cg = 1  # channels of the layout per input channel
@@ -176,7 +189,9 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     vol, seg = d * h * w, h * w
     qvalid = geom.oh * w
     last_segment = (geom.od - 1) * geom.strides[0] * seg
-    last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES - 1 + int(plan.offsets.max())
+    # The last vector of a tile may run a whole vector past the last position (the pooled
+    # path's tiles end at any row).
+    last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES + _MAX_LANES - 1 + int(plan.offsets.max())
     channel_pad = max(0, _ceil_div(last + 1 - c * vol, vol))
     channel_pad = _ceil_div(channel_pad, cg) * cg  # whole input channels
     img = (c + channel_pad) * vol
@@ -201,12 +216,22 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
         tiles = min(max_tiles, max(1, _ceil_div(64, groups * segments)))
     qt = _ceil_div(_ceil_div(qvalid, tiles), _MAX_LANES) * _MAX_LANES
     tiles = _ceil_div(qvalid, qt)
+    out_shape = (n, geom.f, geom.od, geom.oh, geom.ow)
+    pd, ph, pw = pool or (1, 1, 1)
+    if pool is not None:
+        out_shape = (n, geom.f, geom.od // pd, geom.oh // ph, geom.ow // pw)
+        poh, segments = out_shape[3], n * out_shape[2]
+        tiles = _ceil_div(poh, pool_rows(geom, plan.group_m, pool))  # tiles of pooled rows the buffer holds
+        if gpw == 1:  # enough workgroups for two threads to the end
+            tiles = max(tiles, min(poh, _ceil_div(32, groups * segments)))
+        qt = _ceil_div(poh, tiles)  # balanced: no short last tile
+        tiles = _ceil_div(poh, qt)
     flags = (ACCUMULATE if tied else 0) | (RELU if relu else 0)
     constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
-                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw)
+                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw, pd=pd, ph=ph, pw=pw)
     return UkernelCall(
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
-        off_len=groups * plan.columns + groups, f=geom.f, out_shape=(n, geom.f, geom.od, geom.oh, geom.ow),
+        off_len=groups * plan.columns + groups, f=geom.f, out_shape=out_shape,
         channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied,
         phase=phase_shape(geom) if phased else None,
     )

@@ -217,9 +217,77 @@ def test_max_pools_run_on_the_microkernel(target):
         model = torch.nn.Sequential(torch.nn.Conv3d(shape[1], shape[1], 1), torch.nn.ReLU(),
                                     torch.nn.MaxPool3d(kernel, stride, padding=padding)).eval()
         compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
-        assert compiled.report.pools == 1, (kernel, stride, padding)
+        # a pool whose window is its stride and that covers the input is fused into the conv
+        fused = kernel == stride and padding == 0 and all(s % k == 0 for s, k in zip(shape[2:], _triple(kernel), strict=True))
+        assert (compiled.report.pools, compiled.report.fused_pools) == ((0, 1) if fused else (1, 0)), (kernel, stride)
         ref = model(x).detach().numpy()
         out = compiled(x)
         np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
         ok = ~np.isnan(ref)
         assert np.abs(out[ok] - ref[ok]).max() <= 1e-4 * np.abs(ref[ok]).max(), (kernel, stride, padding)
+
+
+def _triple(v) -> tuple[int, int, int]:
+    return (v, v, v) if isinstance(v, int) else tuple(v)
+
+
+FUSED = [  # (window = stride, input shape, filters): C3D's 1x2x2 and 2x2x2 pools, batch 2, F % gM != 0
+    ((1, 2, 2), (1, 4, 3, 10, 12), 8),
+    (2, (1, 3, 4, 8, 10), 12),
+    (2, (2, 5, 6, 6, 14), 20),
+    ((1, 2, 2), (1, 3, 2, 20, 112), 16),  # wide rows: one pooled row per workgroup
+]
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_conv_relu_maxpool_fuse_into_one_dispatch(target):
+    """The pool is computed by the conv's dispatch from a stack buffer (the conv output never
+    reaches memory); KGS zeros in the first group; every result checked against PyTorch."""
+    import rt3d_iree
+
+    torch.manual_seed(2)
+    for window, shape, f in FUSED if target == "host" else FUSED[1:3]:
+        conv = torch.nn.Conv3d(shape[1], f, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.view(f, shape[1], -1)[:8, :, ::3] = 0
+        model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.MaxPool3d(window, window)).eval()
+        x = torch.randn(*shape)
+        compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+        assert (compiled.report.pools, compiled.report.fused_pools) == (0, 1), window
+        w = "x".join(map(str, _triple(window)))
+        assert [c.epilogue for c in compiled.report.convs] == [f"bias+relu+maxpool{w}"]
+        ref = model(x).detach().numpy()
+        assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max(), (window, shape)
+
+
+def test_pool_after_a_conv_with_other_users_is_not_fused(ukernel):
+    """The conv's output is also returned: it must reach memory, so the pool stays separate."""
+    import rt3d_iree
+
+    class Both(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return y, torch.nn.functional.max_pool3d(y, 2)
+
+    model = Both().eval()
+    x = torch.randn(1, 3, 4, 8, 8)
+    compiled = rt3d_iree.compile(model, (x,), kernel="microkernel")
+    assert (compiled.report.pools, compiled.report.fused_pools) == (1, 0)
+    for out, ref in zip(compiled(x), model(x), strict=True):
+        ref = ref.detach().numpy()
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_fused_pool_tiles_fit_the_stack_buffer():
+    """Pooled rows per workgroup: as many as the kernel's buffer holds, never zero where fusing."""
+    from rt3d_iree.passes.kgs_ukernel import POOL_SCRATCH, pool_rows
+
+    geom = ConvGeometry(1, 64, 18, 58, 58, 128, 3, 3, 3, (1, 1, 1), (1, 1, 1), 16, 56, 56)
+    rows = pool_rows(geom, 16, (2, 2, 2))
+    assert rows >= 1 and 16 * rows * 2 * 56 <= POOL_SCRATCH
+    wide = ConvGeometry(1, 3, 3, 10, 2000, 16, 3, 3, 3, (1, 1, 1), (1, 1, 1), 1, 8, 1998)
+    assert pool_rows(wide, 16, (1, 2, 2)) == 0  # the pass leaves such a pool unfused
