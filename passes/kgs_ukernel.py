@@ -14,10 +14,12 @@ Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G
 off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW];
 fifteen i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. With a max
 pool fused (its window equal to its stride, as C3D's), out is the pooled tensor and the
-workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``). The kernel computes stride-1 rows; a conv strided in H or W is
-first rearranged into phase planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a,
-j*sw + b]), on which it is a stride-1 conv whose columns read phase (kh % sh, kw % sw) at
-shift (kh // sh, kw // sw): one copy of the input, and the same kernel.
+workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``).
+
+The kernel computes stride-1 rows; a conv strided in H or W is first rearranged into phase
+planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a, j*sw + b]), on which it is a
+stride-1 conv whose columns read phase (kh % sh, kw % sw) at shift (kh // sh, kw // sw): one
+copy of the input, and the same kernel.
 
 IREE 3.13 facts this relies on (each measured): ``hal.dispatch.extern`` crashes llvm-cpu;
 an object needs a ``path`` even with ``data``, and its extension says bitcode vs native;

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +46,6 @@ ALLOCATOR_ENV = {
 def allocator_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with ``ALLOCATOR_ENV`` added; a user's
     own GLIBC_TUNABLES are kept and extended."""
-    import os
-
     env = dict(os.environ if base is None else base)
     for key, value in ALLOCATOR_ENV.items():
         if key == "GLIBC_TUNABLES" and env.get(key) and value not in env[key].split(":"):
@@ -58,8 +57,6 @@ def allocator_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def allocator_tuned(env: dict[str, str] | None = None) -> bool:
     """Whether ``env`` (default: this process's) already has the benchmark malloc settings."""
-    import os
-
     env = os.environ if env is None else env
     return allocator_env(dict(env)) == dict(env)
 

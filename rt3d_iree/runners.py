@@ -135,16 +135,16 @@ def _run_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequence[np.n
         return [np.load(p) for p in outs]
 
 
-def _worker_count(pid: int) -> int:
-    """Number of IREE task workers (threads named iree-worker-*) process ``pid`` has started."""
-    count = 0
+def _has_workers(pid: int) -> bool:
+    """Whether process ``pid`` has started an IREE task worker (a thread named iree-worker-*)."""
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/comm", encoding="ascii", errors="replace") as f:
-                count += f.read().startswith("iree-worker")
+                if f.read().startswith("iree-worker"):
+                    return True
     except OSError:  # the process or one of its threads ended meanwhile
         pass
-    return count
+    return False
 
 
 def run_with_idle_caller(cmd: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:
@@ -162,7 +162,7 @@ def run_with_idle_caller(cmd: list[str], timeout_s: float = 60.0) -> subprocess.
     if hasattr(os, "SCHED_IDLE"):
         deadline = time.monotonic() + timeout_s
         while proc.poll() is None and time.monotonic() < deadline:
-            if _worker_count(proc.pid) > 0:
+            if _has_workers(proc.pid):
                 time.sleep(0.01)
                 try:
                     os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))  # the main thread only
