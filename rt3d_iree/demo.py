@@ -43,7 +43,7 @@ def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int],
 
 def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int, threads: int,
                  group_size: tuple[int, int], out_dir: Path, sparse_rate: float, rounds: int = ROUNDS) -> dict:
-    steps = tqdm(total=5 + rounds, desc=name, unit="step")
+    steps = tqdm(total=4 + rounds, desc=name, unit="step")  # references, 3 compiles, rounds
     results = {}
     ref_dense = dense(x).detach()
     ref_sparse = sparse(x).detach()

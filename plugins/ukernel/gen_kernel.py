@@ -126,6 +126,33 @@ KINLINE void store_vec(vf a, float* orow, const struct epi* e, int v) {
 POOLED = r"""
 KINLINE float max_nan(float a, float b) { return (a != a || a > b) ? a : b; }  // NaN wins, as in PyTorch
 
+// Group g's conv over positions [q_begin, q_end) of one segment xs (the position blocks in
+// turn, every register tile of filters per block, sharing its input): the group's filter f
+// goes to out_g + f * e->ldo. Returns the group's real filter count (the last group may be
+// padded with zero filters).
+KINLINE int conv_group(const float* restrict xs, int q_begin, int q_end, int wp, int ow,
+                       const float* restrict wts, const int32_t* restrict offs, const float* restrict bias,
+                       int n, int gm, int f_total, int g, float* out_g, struct epi* e) {
+  const int groups = (f_total + gm - 1) / gm;
+  const int32_t* og = offs + (size_t)g * (size_t)n;
+  const int kept = offs[(size_t)groups * (size_t)n + (size_t)g];  // the group's own column count
+  const float* wg = wts + (size_t)g * (size_t)n * (size_t)gm;
+  int rows = f_total - g * gm;
+  if (rows > gm) rows = gm;
+  for (int q0 = q_begin; q0 < q_end; q0 += VL * NV_MAX) {
+    const int left = (q_end - q0 + VL - 1) / VL;
+    const int nv = left < NV_MAX ? left : NV_MAX;
+    epi_prepare(e, q0, nv, q_end, wp, ow);
+    for (int f0 = 0; f0 < rows; f0 += MR_MAX) {
+      const int mr = rows - f0 < MR_MAX ? rows - f0 : MR_MAX;
+      e->out = out_g + (size_t)f0 * e->ldo;
+      e->bias = bias + g * gm + f0;
+      tile_dispatch(xs + q0, wg + f0, gm, og, kept, e, mr, nv);
+    }
+  }
+  return rows;
+}
+
 // Conv followed by a max pool whose window is its stride (no padding, floor): C3D's pools.
 // One workgroup (x = tile of qt pooled rows, y = block of gpw groups, z = b*POD + pooled frame)
 // computes, per group and per frame of the window, the qt*ph conv rows under its pooled rows
@@ -157,25 +184,10 @@ static void conv_pool_workgroup(
   e.ldo = (size_t)span;
   e.flags = flags & RT3D_RELU;  // fresh values into the buffer, never accumulated
   for (int g = (int)wg_y * gpw; g < g_end; ++g) {
-    const int32_t* og = offs + (size_t)g * (size_t)n;
-    const int kept = offs[(size_t)groups * (size_t)n + (size_t)g];
-    const float* wg = wts + (size_t)g * (size_t)n * (size_t)gm;
-    int mrows = f_total - g * gm;
-    if (mrows > gm) mrows = gm;
     for (int a = 0; a < pd; ++a) {
       const float* xs = x + b * (size_t)img_stride + (pk * (size_t)pd + (size_t)a) * (size_t)seg_stride +
                         (size_t)pr0 * (size_t)ph * (size_t)wp;
-      for (int q0 = 0; q0 < qend; q0 += VL * NV_MAX) {
-        const int left = (qend - q0 + VL - 1) / VL;
-        const int nv = left < NV_MAX ? left : NV_MAX;
-        epi_prepare(&e, q0, nv, qend, wp, ow);
-        for (int f0 = 0; f0 < mrows; f0 += MR_MAX) {  // the register tiles share the input block
-          const int mr = mrows - f0 < MR_MAX ? mrows - f0 : MR_MAX;
-          e.out = scratch + (size_t)f0 * (size_t)span;
-          e.bias = bias + g * gm + f0;
-          tile_dispatch(xs + q0, wg + f0, gm, og, kept, &e, mr, nv);
-        }
-      }
+      const int mrows = conv_group(xs, 0, qend, wp, ow, wts, offs, bias, n, gm, f_total, g, scratch, &e);
       // Pool this frame: per filter and pooled row, its ph conv rows are reduced column-wise
       // into the first (contiguous, vectorized), then the pw-wide windows along it.
       for (int f = 0; f < mrows; ++f) {
@@ -241,23 +253,8 @@ void rt3d_kgs_conv3d_workgroup(
   e.ldo = (size_t)od * plane;
   e.flags = flags;
   for (int g = (int)wg_y * gpw; g < g_end; ++g) {
-    const int32_t* og = offs + (size_t)g * (size_t)n;
-    const int kept = offs[(size_t)groups * (size_t)n + (size_t)g];
-    const float* wg = wts + (size_t)g * (size_t)n * (size_t)gm;
-    int rows = f_total - g * gm;  // the last group may be padded with zero filters
-    if (rows > gm) rows = gm;
-    for (int q0 = q_begin; q0 < q_end; q0 += VL * NV_MAX) {
-      const int left = (q_end - q0 + VL - 1) / VL;
-      const int nv = left < NV_MAX ? left : NV_MAX;
-      epi_prepare(&e, q0, nv, q_end, wp, ow);
-      for (int f0 = 0; f0 < rows; f0 += MR_MAX) {
-        const int mr = rows - f0 < MR_MAX ? rows - f0 : MR_MAX;
-        const int f = g * gm + f0;
-        e.out = out + ((b * (size_t)f_total + (size_t)f) * (size_t)od + k) * plane;
-        e.bias = bias + f;
-        tile_dispatch(xs + q0, wg + f0, gm, og, kept, &e, mr, nv);
-      }
-    }
+    float* out_g = out + ((b * (size_t)f_total + (size_t)(g * gm)) * (size_t)od + k) * plane;
+    conv_group(xs, q_begin, q_end, wp, ow, wts, offs, bias, n, gm, f_total, g, out_g, &e);
   }
 }
 """
