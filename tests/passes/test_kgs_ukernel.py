@@ -204,6 +204,9 @@ POOLS = [  # (kernel, stride, padding, input shape): C3D's pools, a padded pool,
     (2, 2, (0, 1, 1), (1, 5, 2, 3, 3)),
     (3, 1, 1, (1, 2, 5, 9, 11)),
     ((2, 3, 3), (1, 2, 2), 0, (2, 3, 6, 13, 17)),
+    # fused, rows wide enough for the pool's vector paths (AVX-512: 16 pooled columns) and a tail
+    ((1, 2, 2), (1, 2, 2), 0, (1, 2, 2, 4, 40)),
+    (2, 2, 0, (1, 2, 2, 4, 36)),
 ]
 
 
