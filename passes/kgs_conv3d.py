@@ -159,6 +159,7 @@ class PassReport:
     convs: list[ConvReport] = field(default_factory=list)
     pools: int = 0  # 3-D max pools given to the microkernel as dispatches of their own
     fused_pools: int = 0  # 3-D max pools computed by the conv dispatch before them
+    pads: int = 0  # conv inputs zero-padded by the microkernel's pad dispatch
 
     @property
     def rewritten(self) -> int:
@@ -613,7 +614,7 @@ class KgsConv3dPass:
 
         module_op.walk(collect)
         body = module_op.regions[0].blocks[0]
-        self._ukernel_calls: list[kgs_ukernel.UkernelCall | kgs_ukernel.PoolCall] = []
+        self._ukernel_calls: list[kgs_ukernel.UkernelCall | kgs_ukernel.FrameCall] = []
         self._ukernel_helpers: list[str] = []
         for index, conv in enumerate(convs):
             try:
@@ -755,7 +756,14 @@ class KgsConv3dPass:
         x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
         if source_pad is not None:
             x = x.owner.operands[0]
-        self._ukernel_helpers.append(kgs_ukernel.helper_text(name, geom, call, source_pad))
+        pad = None
+        x_shape, low, high = kgs_ukernel.input_pad(geom, call, source_pad)
+        if call.phase is None and (any(low) or any(high)):  # the phase layout keeps tensor.pad + transpose
+            pad = kgs_ukernel.pad_call(f"pad{len(self._ukernel_calls)}", x_shape, low, high)
+            if pad is not None:
+                self._ukernel_calls.append(pad)
+                self.report.pads += 1
+        self._ukernel_helpers.append(kgs_ukernel.helper_text(name, geom, call, source_pad, pad))
         with conv.context, conv.location, ir.InsertionPoint(conv):
             w_attr = ir.DenseElementsAttr.get(kgs_ukernel.packed_weights(plan).reshape(-1))
             off_attr = ir.DenseElementsAttr.get(kgs_ukernel.offset_table(plan))

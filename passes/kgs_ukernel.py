@@ -15,6 +15,8 @@ off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD,
 fifteen i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. With a max
 pool fused (its window equal to its stride, as C3D's), out is the pooled tensor and the
 workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``).
+Two more kernels share the executable: the max pools not fused into a conv, and the zero pad
+of large conv inputs (``pad_call``), each with one workgroup per output frame (``FrameCall``).
 
 The kernel computes stride-1 rows; a conv strided in H or W is first rearranged into phase
 planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a, j*sw + b]), on which it is a
@@ -37,6 +39,7 @@ import numpy as np
 EXECUTABLE = "rt3d_kgs_ukernels"
 KERNEL_SYMBOL = "rt3d_kgs_conv3d_workgroup"
 POOL_SYMBOL = "rt3d_maxpool3d_workgroup"
+PAD_SYMBOL = "rt3d_pad_workgroup"
 POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
@@ -46,6 +49,9 @@ POOL_SCRATCH = 8192  # floats of the fused pool's stack buffer (gen_kernel.py)
 _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
 _POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw")
+_PAD_CONSTANTS = ("c", "d", "h", "w", "cp", "dp", "hp", "wp", "dl", "hl", "wl", "fpw")
+PAD_KERNEL_MIN = 1 << 21  # floats of padded input from which the pad kernel is used (pad_call)
+_PAD_WORKGROUP_BYTES = 64 * 1024  # output a pad workgroup writes, at least (whole frames)
 
 FORMATS = {"avx512": "embedded-elf-x86_64", "avx2": "embedded-elf-x86_64", "neon": "embedded-elf-arm_64"}
 
@@ -99,41 +105,62 @@ class UkernelCall:
 
 
 @dataclass
-class PoolCall:
-    """One max pool: input [N, C, D, H, W] -> output [N, C, OD, OH, OW], window and strides."""
+class FrameCall:
+    """A kernel that maps [N, C, D, H, W] -> [N, C', D', H', W'] with one workgroup per output
+    frame (x = frame, y = plane b*C' + c): the max pool and the conv input's zero pad."""
 
     export: str
+    symbol: str
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     constants: dict[str, int]
-
-    symbol = POOL_SYMBOL
+    frames_per_workgroup: int = 1
 
     @property
     def workload(self) -> tuple[int, int, int]:
-        return (self.out_shape[2], self.out_shape[0] * self.out_shape[1], 1)
+        return (_ceil_div(self.out_shape[2], self.frames_per_workgroup), self.out_shape[0] * self.out_shape[1], 1)
 
     def buffers(self) -> list[tuple[str, int, str]]:
         return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
 
 
-def pool_call(export: str, in_shape, out_shape, window, strides) -> PoolCall:
+def pool_call(export: str, in_shape, out_shape, window, strides) -> FrameCall:
     """The pooling dispatch; the caller checks that the rows fit the kernel (POOL_ROW_MAX)."""
     d, h, w = in_shape[2:]
     od, oh, ow = out_shape[2:]
     constants = dict(zip(_POOL_CONSTANTS, (d, h, w, od, oh, ow, *window, *strides), strict=True))
-    return PoolCall(export, tuple(in_shape), tuple(out_shape), constants)
+    return FrameCall(export, POOL_SYMBOL, tuple(in_shape), tuple(out_shape), constants)
 
 
-def _dispatch_constants(call: UkernelCall | PoolCall, lines: list[str]) -> tuple[str, str]:
-    """Append the i32 constants and workload of ``call``; return the constants' operand and
-    type lists for its ``flow.dispatch``."""
-    lines += [f"    %k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
-    lines += [f"    %w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
-    return ", ".join(f"%k_{k}" for k in call.constants), ", ".join(["i32"] * len(call.constants))
+def pad_call(export: str, in_shape, low, high) -> FrameCall | None:
+    """The zero-pad dispatch for a conv input (zeros before D, H, W; after C, D, H, W), or
+    None where IREE's tensor.pad does it better: a pad of another form, or a small tensor.
+
+    Measured (dispatch statistics): on R(2+1)D's 14-32 MB inputs the kernel saves IREE's fill
+    of the whole output (whole model -2 ms); below a few MB a dispatch of its own costs more
+    than IREE's pad (S3D +1.5 ms with every pad on the kernel).
+    """
+    if any(low[:2]) or high[0] or any(v < 0 for v in (*low, *high)):
+        return None
+    out_shape = tuple(int(s + lo + hi) for s, lo, hi in zip(in_shape, low, high, strict=True))
+    if int(np.prod(out_shape)) < PAD_KERNEL_MIN:
+        return None
+    frame = out_shape[3] * out_shape[4] * 4
+    fpw = max(1, min(out_shape[2], _PAD_WORKGROUP_BYTES // frame))
+    values = (*in_shape[1:], *out_shape[1:], *low[2:], fpw)
+    return FrameCall(export, PAD_SYMBOL, tuple(in_shape), out_shape, dict(zip(_PAD_CONSTANTS, values, strict=True)),
+                     fpw)
 
 
-def pool_helper_text(name: str, call: PoolCall) -> str:
+def _dispatch_constants(call: UkernelCall | FrameCall, lines: list[str], prefix: str = "") -> tuple[str, str]:
+    """Append the i32 constants (%{prefix}k_NAME) and workload (%{prefix}w0..2) of ``call``;
+    return the constants' operand and type lists for its ``flow.dispatch``."""
+    lines += [f"    %{prefix}k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
+    lines += [f"    %{prefix}w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
+    return ", ".join(f"%{prefix}k_{k}" for k in call.constants), ", ".join(["i32"] * len(call.constants))
+
+
+def pool_helper_text(name: str, call: FrameCall) -> str:
     """Private function (x) -> out dispatching the pooling kernel on the flattened input."""
     x_t, out_t = _t(call.in_shape), _t(call.out_shape)
     flat_t = _t([int(np.prod(call.in_shape))])
@@ -254,20 +281,20 @@ def _t(shape, et: str = "f32") -> str:
     return "tensor<" + "x".join(str(s) for s in shape) + f"x{et}>"
 
 
-def _decl(call: UkernelCall | PoolCall) -> str:
+def _decl(call: UkernelCall | FrameCall) -> str:
     """The kernel's C signature as MLIR types: (pointer, offset) per buffer, i32 constants,
     the three workgroup ids."""
     bufs = ["memref<f32>, index" if et == "f32" else "memref<i32>, index" for _, _, et in call.buffers()]
     return ", ".join(bufs + ["i32"] * len(call.constants) + ["index"] * 3)
 
 
-def _export_op(call: UkernelCall | PoolCall) -> str:
+def _export_op(call: UkernelCall | FrameCall) -> str:
     """The export: its workgroup count is the workload given at the dispatch."""
     return (f"    stream.executable.export public @{call.export} workgroups(%wq: index, %wg: index, %wr: index) "
             f"-> (index, index, index) {{\n      stream.return %wq, %wg, %wr : index, index, index\n    }}")
 
 
-def _dispatch_function(call: UkernelCall | PoolCall) -> str:
+def _dispatch_function(call: UkernelCall | FrameCall) -> str:
     """The export's function: binding subspans -> bare pointers + offsets -> the kernel."""
     bufs = call.buffers()
     binds = ", ".join(f"%b{nm}: !stream.binding" for nm, _, _ in bufs)
@@ -291,7 +318,7 @@ def _dispatch_function(call: UkernelCall | PoolCall) -> str:
       }}"""
 
 
-def executable_text(calls: list[UkernelCall | PoolCall], kernel: Microkernel) -> str:
+def executable_text(calls: list[UkernelCall | FrameCall], kernel: Microkernel) -> str:
     """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once."""
     data = "0x" + kernel.bitcode.hex().upper()
     obj = (f'#hal.executable.object<{{path = "rt3d_kgs_conv3d_{kernel.isa}.bc", '
@@ -314,13 +341,14 @@ def executable_text(calls: list[UkernelCall | PoolCall], kernel: Microkernel) ->
   }}"""
 
 
-def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int], list[int], list[int]] | None = None) -> str:
-    """Private function (x, bias_or_init, w, off) -> out that pads the input and dispatches.
+def input_pad(geom, call: UkernelCall,
+              source_pad: tuple[list[int], list[int], list[int]] | None = None) -> tuple[list[int], list[int], list[int]]:
+    """(shape of the helper's x, low, high): the one zero pad that gives the kernel its input.
 
     ``x`` is the conv's padded NCDHW input, or, with ``source_pad = (shape, low, high)``, the
     tensor torch-mlir padded: the two pads then become one (one copy of the input, not two).
     Its channels are padded further with zeros so that the kernel's whole-vector loads past
-    the last output stay in bounds.
+    the last output stay in bounds, and its rows and columns up to whole strides for the phases.
     """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
     sh, sw, hq, wq = call.phase or (1, 1, h, w)
@@ -329,8 +357,21 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
         x_shape, low, high = [n, c, d, h, w], [0] * 5, [0] * 5
     else:
         x_shape, low, high = (list(v) for v in source_pad)
-    # Extra channels for the overrun; rows and columns up to whole strides for the phases.
     high = [high[0], high[1] + cp, high[2], high[3] + hq * sh - h, high[4] + wq * sw - w]
+    return x_shape, low, high
+
+
+def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int], list[int], list[int]] | None = None,
+                pad: FrameCall | None = None) -> str:
+    """Private function (x, bias_or_init, w, off) -> out that pads the input and dispatches.
+
+    The input is padded as ``input_pad`` says, by the pad kernel's dispatch ``pad`` when given
+    (it must be ``pad_call`` of that pad), else by ``tensor.pad``.
+    """
+    n, c, d = geom.n, geom.c, geom.d
+    sh, sw, hq, wq = call.phase or (1, 1, geom.h, geom.w)
+    cp = call.channel_pad // (sh * sw)  # in input channels
+    x_shape, low, high = input_pad(geom, call, source_pad)
     x_t = _t(x_shape)
     padded = [n, c + cp, d, hq * sh, wq * sw]
     xp_t = _t(padded)
@@ -338,7 +379,17 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
     w_t, off_t, b_t, flat_t = _t([call.w_len]), _t([call.off_len], "i32"), _t([call.f]), _t([call.flat_len])
     lines = ["    %zero = arith.constant 0.000000e+00 : f32"]
     src = "%x"
-    if any(low) or any(high):
+    if pad is not None:
+        assert list(pad.out_shape) == padded, (pad.out_shape, padded)
+        x_flat_t = _t([int(np.prod(x_shape))])
+        lines.append(f"    %xf = tensor.collapse_shape %x [[0, 1, 2, 3, 4]] : {x_t} into {x_flat_t}")
+        pconsts, ptypes = _dispatch_constants(pad, lines, "p")
+        lines.append(f"    %xpf = flow.dispatch @{EXECUTABLE}::@{pad.export}[%pw0, %pw1, %pw2](%xf, {pconsts}) : "
+                     f"({x_flat_t}, {ptypes}) -> {_t([int(np.prod(padded))])}")
+        lines.append(f"    %xp = tensor.expand_shape %xpf [[0, 1, 2, 3, 4]] output_shape [{', '.join(map(str, padded))}] : "
+                     f"{_t([int(np.prod(padded))])} into {xp_t}")
+        src = "%xp"
+    elif any(low) or any(high):
         lines += [f"    %xp = tensor.pad %x low[{', '.join(map(str, low))}] high[{', '.join(map(str, high))}] {{",
                   "    ^bb0(%i0: index, %i1: index, %i2: index, %i3: index, %i4: index):",
                   "      tensor.yield %zero : f32", f"    }} : {x_t} to {xp_t}"]
