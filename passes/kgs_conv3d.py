@@ -129,6 +129,7 @@ class KgsPlan:
     kept_per_group: np.ndarray  # [G] number of columns really kept per group
     group_m: int
     kgs_conforming: bool  # zeros follow KGS structure for (gM, gN)
+    kd_start: np.ndarray | None = None  # [G, KD+1] first column of each kernel frame (by_frame)
 
     @property
     def groups(self) -> int:
@@ -196,9 +197,12 @@ def conv_geometry(op: ir.Operation) -> ConvGeometry:
 
 def plan_kgs(
     weight: np.ndarray, geom: ConvGeometry, group_m: int, group_n: int, max_kernel_rows: int = 16,
-    col_offset: np.ndarray | None = None,
+    col_offset: np.ndarray | None = None, by_frame: bool = False,
 ) -> KgsPlan:
     """Find each filter group's kept columns and build compacted weights + gather offsets.
+
+    ``by_frame``: each group's columns are sorted by kernel frame kd (stable), and
+    ``kd_start`` says where each frame's columns begin (the microkernel's frame ranges).
 
     A column (c, kd, kh, kw) is kept for a group if any of the group's filters has a
     nonzero weight there; the result is exact for any zero pattern. ``F`` not divisible by
@@ -239,8 +243,13 @@ def plan_kgs(
 
     weights = np.zeros((groups, group_m, n_cols), dtype=np.float32)
     offsets = np.zeros((groups, n_cols), dtype=np.int64)
+    kd_of = kdi.reshape(-1)
+    kd_start = np.zeros((groups, geom.kd + 1), dtype=np.int32) if by_frame else None
     for g in range(groups):
         cols = np.nonzero(kept[g])[0]
+        if by_frame:
+            cols = cols[np.argsort(kd_of[cols], kind="stable")]
+            kd_start[g, 1:] = np.cumsum(np.bincount(kd_of[cols], minlength=geom.kd))
         weights[g, :, : cols.size] = wg[g][:, cols]
         offsets[g, : cols.size] = col_offset[cols]
         if 0 < cols.size < n_cols:
@@ -252,6 +261,7 @@ def plan_kgs(
         kept_per_group=kept_per_group,
         group_m=group_m,
         kgs_conforming=conforming,
+        kd_start=kd_start,
     )
 
 
@@ -662,7 +672,12 @@ class KgsConv3dPass:
         ukernel = opts.microkernel is not None and not spirv and not constant_input
         # Strided rows: the microkernel reads the input as phase planes (kgs_ukernel.py).
         col_offset = kgs_ukernel.phase_column_offsets(geom) if ukernel and not geom.rows_contiguous else None
-        plan = plan_kgs(weight, geom, opts.group_m, opts.group_n, col_offset=col_offset)
+        # Padded in depth only (temporal convs): the kernel reads the unpadded input, each output
+        # frame only the kernel frames inside it, so the input is not copied at all.
+        frames = _frames_only_pad(conv.operands[0], geom) if ukernel and geom.rows_contiguous else None
+        if frames is not None:
+            col_offset = kgs_ukernel.frame_column_offsets(geom, *frames)
+        plan = plan_kgs(weight, geom, opts.group_m, opts.group_n, col_offset=col_offset, by_frame=frames is not None)
         if spirv and plan.group_m == 1:
             # A unit filter loop is folded by IREE, after which our SPIR-V tiling no longer
             # fits (wrong results or failed compiles, found by the fuzzer) and IREE's own
@@ -690,7 +705,7 @@ class KgsConv3dPass:
         if ukernel:
             report.kernel = "microkernel"
             report.executed_macs = kept * per_col  # it runs each group's own column count
-            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name)
+            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name, frames)
             return report
         report.kernel = "codegen"
         waste = 1 - kept / max(1, plan.groups * plan.columns)
@@ -737,7 +752,8 @@ class KgsConv3dPass:
         pool.erase()
         self.report.pools += 1
 
-    def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str) -> str:
+    def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str,
+                         frames: tuple[int, int] | None = None) -> str:
         """Replace ``conv`` by a call to a helper that dispatches the microkernel.
 
         The bias is passed to the kernel when the conv's accumulator is a broadcast constant
@@ -748,14 +764,18 @@ class KgsConv3dPass:
         bias = _constant_bias(init, geom.f)
         relu = _sole_relu_user(result)
         pool = None
-        if bias is not None and geom.rows_contiguous:
+        if bias is not None and geom.rows_contiguous and frames is None:
             pool = _fusable_pool(relu.results[0] if relu is not None else result, geom, plan.group_m)
         call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None,
-                                     phased=not geom.rows_contiguous, pool=pool[1] if pool else None)
+                                     phased=not geom.rows_contiguous, pool=pool[1] if pool else None, frames=frames)
         self._ukernel_calls.append(call)
         x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
+        pad_op = None
         if source_pad is not None:
-            x = x.owner.operands[0]
+            pad_op = x.owner.operation if isinstance(x.owner, ir.OpView) else x.owner
+            x = pad_op.operands[0]
+            if frames is not None:  # the kernel reads it as it is
+                source_pad = (source_pad[0], [0] * 5, [0] * 5)
         pad = None
         x_shape, low, high = kgs_ukernel.input_pad(geom, call, source_pad)
         if call.phase is None and (any(low) or any(high)):  # the phase layout keeps tensor.pad + transpose
@@ -766,7 +786,7 @@ class KgsConv3dPass:
         self._ukernel_helpers.append(kgs_ukernel.helper_text(name, geom, call, source_pad, pad))
         with conv.context, conv.location, ir.InsertionPoint(conv):
             w_attr = ir.DenseElementsAttr.get(kgs_ukernel.packed_weights(plan).reshape(-1))
-            off_attr = ir.DenseElementsAttr.get(kgs_ukernel.offset_table(plan))
+            off_attr = ir.DenseElementsAttr.get(kgs_ukernel.offset_table(plan, call))
             if bias is None:
                 second = init
             else:
@@ -791,6 +811,8 @@ class KgsConv3dPass:
         if pool is None:
             result.replace_all_uses_with(call_op.results[0])
         conv.erase()
+        if pad_op is not None and not list(pad_op.results[0].uses):  # torch-mlir's pad, now read by no one
+            pad_op.erase()
         producer = init.owner
         if bias is not None and not list(init.uses):  # the bias broadcast / fill is now dead
             (producer.operation if isinstance(producer, ir.OpView) else producer).erase()
@@ -889,6 +911,20 @@ def _fusable_pool(value: ir.Value, geom: ConvGeometry, group_m: int) -> tuple[ir
     if min(pooled[2:]) < 1 or kgs_ukernel.pool_rows(geom, group_m, window) < 1:
         return None
     return user, window
+
+
+def _frames_only_pad(x: ir.Value, geom: ConvGeometry) -> tuple[int, int] | None:
+    """(depth padding before, input depth) if the conv's input ``x`` is a zero pad in depth
+    only that the kernel can do without (kgs_ukernel.frame_ranges_fit), else None."""
+    found = _zero_pad_of(x)
+    if found is None:
+        return None
+    shape, low, high = found
+    if any(low[i] or high[i] for i in (0, 1, 3, 4)) or not (low[2] or high[2]):
+        return None
+    if not kgs_ukernel.frame_ranges_fit(geom, shape[2]):
+        return None
+    return low[2], shape[2]
 
 
 def _zero_pad_of(value: ir.Value) -> tuple[list[int], list[int], list[int]] | None:

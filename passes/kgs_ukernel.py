@@ -11,8 +11,9 @@ and inlines it), and a ``flow.dispatch`` at tensor level. Stock ``iree-compile``
 the result, so ``rt3d opt`` output keeps working.
 
 Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
-off [G][n] i32 followed by each group's kept count [G], bias [F], out [N, F, OD, OH, OW];
-fifteen i32 constants; workgroups [position tiles, group blocks of gpw, N * OD]. With a max
+off [G][n] i32 followed by each group's kept count [G] (and, with frame ranges, the
+frame tables of ``offset_table``), bias [F], out [N, F, OD, OH, OW]; sixteen i32 constants;
+workgroups [position tiles, group blocks of gpw, N * OD]. With a max
 pool fused (its window equal to its stride, as C3D's), out is the pooled tensor and the
 workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``).
 Two more kernels share the executable: the max pools not fused into a conv, and the zero pad
@@ -44,7 +45,7 @@ POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
 _MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
-_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags", "gpw", "pd", "ph", "pw")
+_CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags", "gpw", "pd", "ph", "pw", "kdn")
 POOL_SCRATCH = 8192  # floats of the fused pool's stack buffer (gen_kernel.py)
 _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
@@ -96,6 +97,8 @@ class UkernelCall:
     constants: dict[str, int]
     tied: bool
     phase: tuple[int, int, int, int] | None = None  # (sh, sw, H', W') for strided rows
+    frames: tuple[int, int] | None = None  # (depth padding before, input depth): frame ranges
+    frame_ranges: np.ndarray | None = None  # [OD, 2]: kernel frames [lo, hi) each output frame reads
 
     symbol = KERNEL_SYMBOL
 
@@ -194,6 +197,35 @@ def phase_column_offsets(geom) -> np.ndarray:
     return (channel * plane + kdi * dl[0] * hp * wp + (kh // sh) * wp + kw // sw).reshape(-1)
 
 
+def frame_column_offsets(geom, dl: int, d_in: int) -> np.ndarray:
+    """Flat offset of every column (c, kd, kh, kw) in the input not padded in depth, relative
+    to output frame k's first input frame k*sd - dl (so the kernel's segment base stays k*SEG)."""
+    plane = geom.h * geom.w
+    dl_d, dl_h, dl_w = geom.dilations
+    ci, kdi, khi, kwi = np.meshgrid(np.arange(geom.c), np.arange(geom.kd), np.arange(geom.kh), np.arange(geom.kw),
+                                    indexing="ij")
+    return (ci * d_in * plane + (kdi * dl_d - dl) * plane + khi * dl_h * geom.w + kwi * dl_w).reshape(-1)
+
+
+def frame_ranges_fit(geom, d_in: int) -> bool:
+    """True if the kernel may read a conv padded in depth only without any padded copy: its
+    last vectors stay inside every input frame (no row padding, whole vectors of positions),
+    so no extra channel is needed past the input."""
+    last = _ceil_div(geom.oh * geom.w, _MAX_LANES) * _MAX_LANES - 1
+    last += (geom.kh - 1) * geom.dilations[1] * geom.w + (geom.kw - 1) * geom.dilations[2]
+    return d_in >= 1 and last < geom.h * geom.w
+
+
+def _frame_ranges(geom, dl: int, d_in: int) -> np.ndarray:
+    """[OD, 2]: for each output frame, the kernel frames [lo, hi) whose input frame exists."""
+    out = np.zeros((geom.od, 2), np.int32)
+    for k in range(geom.od):
+        ok = [kd for kd in range(geom.kd) if 0 <= k * geom.strides[0] + kd * geom.dilations[0] - dl < d_in]
+        if ok:  # contiguous: the frames of a window are increasing
+            out[k] = (ok[0], ok[-1] + 1)
+    return out
+
+
 def pool_rows(geom, group_m: int, pool: tuple[int, int, int]) -> int:
     """Pooled rows per workgroup when a pool is fused: as many as the kernel's stack buffer
     holds (gM filters x rows x OW floats), at most all; 0 if not even one fits."""
@@ -202,14 +234,18 @@ def pool_rows(geom, group_m: int, pool: tuple[int, int, int]) -> int:
 
 
 def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = False,
-              pool: tuple[int, int, int] | None = None) -> UkernelCall:
+              pool: tuple[int, int, int] | None = None, frames: tuple[int, int] | None = None) -> UkernelCall:
     """Sizes, constants and workgroup grid of the microkernel dispatch for one conv.
 
     ``phased``: the input is read in the phase-plane layout (strided rows, see above).
     ``pool``: the window (= stride) of a max pool fused into the dispatch (the caller checks
     ``pool_rows`` > 0 and that the conv's accumulator is not tied).
+    ``frames``: (depth padding before, input depth) of a conv padded in depth only, read
+    unpadded with frame ranges (the plan's columns sorted by frame, ``frame_ranges_fit``).
     """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
+    if frames is not None:
+        d = frames[1]
     cg = 1  # channels of the layout per input channel
     if phased:
         sh, sw, h, w = phase_shape(geom)
@@ -222,6 +258,8 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     # path's tiles end at any row).
     last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES + _MAX_LANES - 1 + int(plan.offsets.max())
     channel_pad = max(0, _ceil_div(last + 1 - c * vol, vol))
+    if frames is not None:
+        channel_pad = 0  # only columns inside the input are read (frame_ranges_fit)
     channel_pad = _ceil_div(channel_pad, cg) * cg  # whole input channels
     img = (c + channel_pad) * vol
     groups, segments = plan.groups, n * geom.od
@@ -256,20 +294,28 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
         qt = _ceil_div(poh, tiles)  # balanced: no short last tile
         tiles = _ceil_div(poh, qt)
     flags = (ACCUMULATE if tied else 0) | (RELU if relu else 0)
+    kdn = geom.kd if frames is not None else 0
     constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
-                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw, pd=pd, ph=ph, pw=pw)
+                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw, pd=pd, ph=ph, pw=pw, kdn=kdn)
+    ranges = _frame_ranges(geom, *frames) if frames is not None else None
+    off_len = groups * plan.columns + groups + (groups * (kdn + 1) + 2 * geom.od if frames is not None else 0)
     return UkernelCall(
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
-        off_len=groups * plan.columns + groups, f=geom.f, out_shape=out_shape,
+        off_len=off_len, f=geom.f, out_shape=out_shape,
         channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied,
-        phase=phase_shape(geom) if phased else None,
+        phase=phase_shape(geom) if phased else None, frames=frames, frame_ranges=ranges,
     )
 
 
-def offset_table(plan) -> np.ndarray:
+def offset_table(plan, call: UkernelCall | None = None) -> np.ndarray:
     """Gather offsets [G][n] followed by the number of columns each group keeps [G]: the
-    kernel runs each group's own reduction length (groups are padded to the largest)."""
-    return np.concatenate([plan.offsets.reshape(-1), plan.kept_per_group]).astype(np.int32)
+    kernel runs each group's own reduction length (groups are padded to the largest). With
+    frame ranges, then each group's first column per kernel frame [G][KD+1] and each output
+    frame's kernel frames [OD][2]."""
+    parts = [plan.offsets.reshape(-1), plan.kept_per_group]
+    if call is not None and call.frames is not None:
+        parts += [plan.kd_start.reshape(-1), call.frame_ranges.reshape(-1)]
+    return np.concatenate(parts).astype(np.int32)
 
 
 def packed_weights(plan) -> np.ndarray:
@@ -368,7 +414,7 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
     The input is padded as ``input_pad`` says, by the pad kernel's dispatch ``pad`` when given
     (it must be ``pad_call`` of that pad), else by ``tensor.pad``.
     """
-    n, c, d = geom.n, geom.c, geom.d
+    n, c, d = geom.n, geom.c, call.frames[1] if call.frames else geom.d
     sh, sw, hq, wq = call.phase or (1, 1, geom.h, geom.w)
     cp = call.channel_pad // (sh * sw)  # in input channels
     x_shape, low, high = input_pad(geom, call, source_pad)

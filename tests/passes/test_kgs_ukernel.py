@@ -337,3 +337,47 @@ def test_small_inputs_keep_irees_pad():
     model = torch.nn.Conv3d(shape[1], f, kernel, padding=padding).eval()
     compiled = rt3d_iree.compile(model, (torch.randn(*shape),), kernel="microkernel")
     assert compiled.report.pads == 0
+
+
+TEMPORAL = [  # (input shape, filters, kernel, stride, padding, dilation): padded in depth only
+    ((2, 6, 5, 4, 8), 12, (3, 1, 1), 1, (1, 0, 0), 1),
+    ((1, 4, 7, 4, 4), 8, (3, 1, 1), (2, 1, 1), (1, 0, 0), 1),
+    ((1, 4, 6, 8, 8), 8, (3, 1, 1), 1, (2, 0, 0), (2, 1, 1)),
+    ((1, 3, 2, 4, 4), 8, (5, 1, 1), 1, (2, 0, 0), 1),  # fewer frames than the kernel
+    ((1, 3, 4, 6, 16), 8, (3, 3, 1), 1, (1, 0, 0), 1),  # rows shrink, no row padding
+]
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_convs_padded_in_depth_read_their_input_unpadded(target):
+    """A temporal conv's depth padding costs no copy: each output frame sums only the columns
+    of the kernel frames inside the input (columns sorted by frame, ranges in the table)."""
+    import rt3d_iree
+
+    torch.manual_seed(5)
+    for shape, f, kernel, stride, padding, dilation in TEMPORAL:
+        conv = torch.nn.Conv3d(shape[1], f, kernel, stride=stride, padding=padding, dilation=dilation)
+        with torch.no_grad():
+            conv.weight.view(f, shape[1], -1)[:8, :, ::2] = 0  # KGS zeros in the first group
+        model = torch.nn.Sequential(conv, torch.nn.ReLU()).eval()
+        x = torch.randn(*shape)
+        module, _ = rt3d_iree.optimize(model, (x,), target=target, kernel="microkernel")
+        assert "tensor.pad" not in str(module), (shape, kernel)
+        compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+        assert compiled.report.pads == 0
+        ref = model(x).detach().numpy()
+        assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max(), (shape, kernel, padding)
+
+
+def test_depth_padding_needs_whole_vectors_to_skip_the_copy():
+    """Frames of 6x6 positions end mid-vector: the last vector would read past the input, so the
+    input keeps its padded copy (with the extra channel)."""
+    import rt3d_iree
+
+    model = torch.nn.Conv3d(4, 8, (3, 1, 1), padding=(1, 0, 0)).eval()
+    x = torch.randn(1, 4, 5, 6, 6)
+    module, _ = rt3d_iree.optimize(model, (x,), kernel="microkernel")
+    assert "tensor.pad" in str(module)
+    compiled = rt3d_iree.compile(model, (x,), kernel="microkernel")
+    ref = model(x).detach().numpy()
+    assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
