@@ -152,10 +152,26 @@ KINLINE vf vmax_nan(vf a, vf b) {  // max_nan per lane
   return (vf)(((vi)a & m) | ((vi)b & ~m));
 }
 
+// o[j] = max(r[2j], r[2j+1]) for j < count, maxed with o[j] itself unless first: 2-wide,
+// stride-2 windows along a row, in whole vectors by even/odd lane shuffles.
+KINLINE void max_pairs(const float* restrict r, float* restrict o, int count, int first) {
+  int j = 0;
+  for (; j + VL <= count; j += VL) {
+    const vf lo = VLOAD(r + 2 * j), hi = VLOAD(r + 2 * j + VL);
+    vf m = vmax_nan(VODD(lo, hi), VEVEN(lo, hi));
+    if (!first) m = vmax_nan(m, VLOAD(o + j));
+    VSTORE(o + j, m);
+  }
+  for (; j < count; ++j) {
+    const float m = max_nan(r[2 * j + 1], r[2 * j]);
+    o[j] = first ? m : max_nan(m, o[j]);
+  }
+}
+
 // One pooled row of the fused pool: the ph conv rows at r (pitch ow) are reduced into the
 // first, then its pw-wide windows go to orow (first frame of the window: stored; later
 // frames: max with what is there). Vectorized (scalar, it cost C3D's first conv, KGS, a
-// third of its time): columns in whole vectors, pairs (pw = 2) by even/odd lane shuffles.
+// third of its time): columns in whole vectors, pairs (pw = 2) by max_pairs.
 KINLINE void pool_row(float* restrict r, int ow, int ph, int pw, int width, int pow_, int first,
                       float* restrict orow) {
   for (int u = 1; u < ph; ++u) {
@@ -164,16 +180,11 @@ KINLINE void pool_row(float* restrict r, int ow, int ph, int pw, int width, int 
     for (; c + VL <= width; c += VL) VSTORE(r + c, vmax_nan(VLOAD(src + c), VLOAD(r + c)));
     for (; c < width; ++c) r[c] = max_nan(src[c], r[c]);
   }
-  int j = 0;
   if (pw == 2) {
-    for (; j + VL <= pow_; j += VL) {
-      const vf lo = VLOAD(r + 2 * j), hi = VLOAD(r + 2 * j + VL);
-      vf m = vmax_nan(VODD(lo, hi), VEVEN(lo, hi));
-      if (!first) m = vmax_nan(m, VLOAD(orow + j));
-      VSTORE(orow + j, m);
-    }
+    max_pairs(r, orow, pow_, first);
+    return;
   }
-  for (; j < pow_; ++j) {
+  for (int j = 0; j < pow_; ++j) {
     float m = r[j * pw];
     for (int v = 1; v < pw; ++v) m = max_nan(r[j * pw + v], m);
     orow[j] = first ? m : max_nan(m, orow[j]);
@@ -352,7 +363,7 @@ void rt3d_maxpool3d_workgroup(
     }
     float* o = op + (size_t)r * (size_t)ow;
     if (kw == 2 && sw == 2) {
-      for (int c = 0; c < ow; ++c) o[c] = max_nan(row[2 * c + 1], row[2 * c]);
+      max_pairs(row, o, ow, 1);
     } else {
       for (int c = 0; c < ow; ++c) {
         float m = row[c * sw];
