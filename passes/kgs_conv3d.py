@@ -161,6 +161,7 @@ class PassReport:
     pools: int = 0  # 3-D max pools given to the microkernel as dispatches of their own
     fused_pools: int = 0  # 3-D max pools computed by the conv dispatch before them
     pads: int = 0  # conv inputs zero-padded by the microkernel's pad dispatch
+    unpadded_pools: int = 0  # pooling dispatches that read their -inf-padded input unpadded
 
     @property
     def rewritten(self) -> int:
@@ -742,14 +743,33 @@ class KgsConv3dPass:
         x, result = pool.operands[0], pool.results[0]
         if _is_constant_expr(x):
             return  # evaluated at compile time on this machine (see _rewrite)
+        out_shape = ir.RankedTensorType(result.type).shape
+        low, pad_op, slice_op = (0, 0, 0), None, None
+        padded_x = x
+        if _leading_slice_source(x) is not None:  # rt3d-trim-window-inputs cut the padding's end
+            slice_op = x.owner.operation if isinstance(x.owner, ir.OpView) else x.owner
+            padded_x = slice_op.operands[0]
+        padded = _constant_pad_of(padded_x, float("-inf"))
+        if padded is not None and _pool_pad_foldable(*padded, out_shape, window, strides):
+            # The kernel reads the input unpadded (the padding is -inf: skipped). IREE would
+            # fill the padded tensor and copy the input into it.
+            pad_op = padded_x.owner.operation if isinstance(padded_x.owner, ir.OpView) else padded_x.owner
+            x, low = pad_op.operands[0], tuple(padded[1][2:])
+        else:
+            slice_op = None
         call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
-                                     ir.RankedTensorType(result.type).shape, window, strides)
+                                     out_shape, window, strides, low)
         self._ukernel_calls.append(call)
         self._ukernel_helpers.append(kgs_ukernel.pool_helper_text(name, call))
         with pool.context, pool.location, ir.InsertionPoint(pool):
             call_op = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), [x])
         result.replace_all_uses_with(call_op.results[0])
         pool.erase()
+        if pad_op is not None:
+            self.report.unpadded_pools += 1
+            for dead in (slice_op, pad_op):
+                if dead is not None and not list(dead.results[0].uses):
+                    dead.erase()
         self.report.pools += 1
 
     def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str,
@@ -929,6 +949,38 @@ def _frames_only_pad(x: ir.Value, geom: ConvGeometry) -> tuple[int, int] | None:
 
 def _zero_pad_of(value: ir.Value) -> tuple[list[int], list[int], list[int]] | None:
     """(source shape, low, high) if ``value`` is a static zero ``tensor.pad`` of a 5-D tensor."""
+    return _constant_pad_of(value, 0.0)
+
+
+def _pool_pad_foldable(shape: list[int], low: list[int], high: list[int], out_shape: list[int],
+                       window: tuple[int, int, int], strides: tuple[int, int, int]) -> bool:
+    """Whether the pooling kernel can read a pool's -inf-padded input unpadded: padding in D,
+    H, W only, and every window holds at least one input element (else its maximum would be
+    -inf from padding alone, which the kernel does not compute)."""
+    if any(low[:2]) or any(high[:2]) or min(low) < 0 or min(high) < 0 or low[4] > kgs_ukernel.POOL_PAD_MAX:
+        return False
+    return all(lo < k and (o - 1) * s - lo < n
+               for n, o, k, s, lo in zip(shape[2:], out_shape[2:], window, strides, low[2:], strict=True))
+
+
+def _leading_slice_source(value: ir.Value) -> ir.Value | None:
+    """The source if ``value`` is a static ``tensor.extract_slice`` at offset 0 with unit strides
+    (a leading corner: what rt3d-trim-window-inputs makes of a pool's padded input)."""
+    op = value.owner
+    if not isinstance(op, (ir.Operation, ir.OpView)):
+        return None
+    op = op.operation if isinstance(op, ir.OpView) else op
+    if op.name != "tensor.extract_slice" or len(op.operands) != 1:  # dynamic parts come as operands
+        return None
+    offsets = list(ir.DenseI64ArrayAttr(op.attributes["static_offsets"]))
+    strides = list(ir.DenseI64ArrayAttr(op.attributes["static_strides"]))
+    if any(offsets) or any(s != 1 for s in strides):
+        return None
+    return op.operands[0]
+
+
+def _constant_pad_of(value: ir.Value, fill: float) -> tuple[list[int], list[int], list[int]] | None:
+    """(source shape, low, high) if ``value`` is a static ``tensor.pad`` of a 5-D tensor with ``fill``."""
     op = value.owner
     if not isinstance(op, (ir.Operation, ir.OpView)):
         return None
@@ -936,7 +988,7 @@ def _zero_pad_of(value: ir.Value) -> tuple[list[int], list[int], list[int]] | No
     if op.name != "tensor.pad" or len(op.operands) != 1:  # dynamic low / high come as operands
         return None
     yielded = op.regions[0].blocks[0].operations[0]
-    if yielded.operation.name != "tensor.yield" or _float_constant(yielded.operands[0]) != 0.0:
+    if yielded.operation.name != "tensor.yield" or _float_constant(yielded.operands[0]) != fill:
         return None
     src = ir.RankedTensorType(op.operands[0].type)
     if not src.has_static_shape or src.rank != 5:

@@ -42,6 +42,7 @@ KERNEL_SYMBOL = "rt3d_kgs_conv3d_workgroup"
 POOL_SYMBOL = "rt3d_maxpool3d_workgroup"
 PAD_SYMBOL = "rt3d_pad_workgroup"
 POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
+POOL_PAD_MAX = 16  # padding before a pooled row, at most (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
 _MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
@@ -49,7 +50,7 @@ _CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags
 POOL_SCRATCH = 8192  # floats of the fused pool's stack buffer (gen_kernel.py)
 _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
-_POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw")
+_POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw", "dl", "hl", "wl")
 _PAD_CONSTANTS = ("c", "d", "h", "w", "cp", "dp", "hp", "wp", "dl", "hl", "wl", "fpw")
 PAD_KERNEL_MIN = 1 << 21  # floats of padded input from which the pad kernel is used (pad_call)
 _PAD_WORKGROUP_BYTES = 64 * 1024  # output a pad workgroup writes, at least (whole frames)
@@ -127,11 +128,13 @@ class FrameCall:
         return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
 
 
-def pool_call(export: str, in_shape, out_shape, window, strides) -> FrameCall:
-    """The pooling dispatch; the caller checks that the rows fit the kernel (POOL_ROW_MAX)."""
+def pool_call(export: str, in_shape, out_shape, window, strides, low=(0, 0, 0)) -> FrameCall:
+    """The pooling dispatch on the unpadded input ``in_shape``, ``low`` (D, H, W) of -inf
+    padding before it and whatever the windows reach past its end after it; the caller checks
+    that the rows fit the kernel (POOL_ROW_MAX) and that every window holds an input element."""
     d, h, w = in_shape[2:]
     od, oh, ow = out_shape[2:]
-    constants = dict(zip(_POOL_CONSTANTS, (d, h, w, od, oh, ow, *window, *strides), strict=True))
+    constants = dict(zip(_POOL_CONSTANTS, (d, h, w, od, oh, ow, *window, *strides, *low), strict=True))
     return FrameCall(export, POOL_SYMBOL, tuple(in_shape), tuple(out_shape), constants)
 
 
@@ -265,16 +268,21 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     groups, segments = plan.groups, n * geom.od
     max_tiles = max(1, _ceil_div(qvalid, _MIN_TILE))
     segment_input = c * geom.kd * seg * 4  # bytes of input one output frame reads
-    per_position = max(1, plan.columns) * 4  # bytes of input one position reads, at most
     span = (geom.kh - 1) * geom.dilations[1] * w + geom.kw  # positions a tile reaches past its end
-    qt = max(_MIN_TILE, (_TILE_INPUT // per_position - span) // _MIN_TILE * _MIN_TILE)
+    # Rows of input one position reads over all groups (their columns' union): with every
+    # group in one workgroup, the tile's input must hold them all, not one group's columns.
+    union = np.unique(np.concatenate([plan.offsets[g, :k] for g, k in enumerate(plan.kept_per_group)])).size
+    qt = max(_MIN_TILE, (_TILE_INPUT // (max(1, union) * 4) - span) // _MIN_TILE * _MIN_TILE)
     dense = int(plan.kept_per_group.min()) == geom.c * geom.kernel_volume
-    if (dense and groups > 1 and groups * plan.columns * plan.group_m * 4 <= _SMALL_WEIGHTS
+    pointwise = geom.kh == 1 and geom.kw == 1  # rows of different columns do not overlap
+    if ((dense or pointwise) and groups > 1 and groups * plan.columns * plan.group_m * 4 <= _SMALL_WEIGHTS
             and segment_input > 2 * _TILE_INPUT and min(max_tiles, _ceil_div(qvalid, qt)) * segments >= 32):
-        # Dense, small weights, an input frame larger than the cache (early layers, temporal
-        # 3x1x1 convs): every group runs over a tile whose input fits in cache, so the input
-        # is read from memory once, not once per group. (Measured on S3D: dense 86 -> 64 ms;
-        # KGS layers ran slower this way, 38 -> 56 ms, so they keep one group per workgroup.)
+        # Small weights, an input frame larger than the cache (early layers, temporal 3x1x1
+        # convs): every group runs over a tile whose input fits in cache, so the input is read
+        # from memory once, not once per group. (Measured on S3D: dense 86 -> 64 ms. R(2+1)D's
+        # first temporal convs, KGS 3.2x: 3.5 -> 3.0 ms. KGS convs with kh x kw windows ran
+        # slower, 6.2 -> 6.7 ms: their columns' rows overlap, so the union overstates the input
+        # and the tiles come out too small; they keep one group per workgroup.)
         gpw = groups
         tiles = _ceil_div(qvalid, qt)
     else:
