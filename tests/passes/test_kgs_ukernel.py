@@ -401,9 +401,10 @@ def test_kgs_temporal_convs_run_every_group_over_one_tile(target):
     """A KGS temporal conv over large frames runs all its groups over each position tile (the
     input read once, not once per group), the tile sized by the union of the groups' columns:
     R(2+1)D's first temporal convs, 3.5 -> 3.0 ms at 3.2x. Numerics as PyTorch's."""
+    from rt3d_iree.passes import kgs_ukernel
+
     import rt3d_iree
     from rt3d_iree.demo import kgs_prune_positions
-    from rt3d_iree.passes import kgs_ukernel
 
     torch.manual_seed(6)
     shape, f = (1, 64, 12, 40, 40), 20  # a frame of 64 x 3 x 40 x 40 floats: larger than the cache tile
