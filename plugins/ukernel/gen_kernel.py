@@ -412,10 +412,10 @@ void rt3d_maxpool3d_workgroup(
   float* in = row + POOL_PAD_MAX;
   const vf ninf = VBCAST(-__builtin_inff());
   for (int c = 0; c < POOL_PAD_MAX; c += VL) VSTORE(row + c, ninf);  // the padding before
+  for (int c = cols_v; c < span - wl; c += VL) VSTORE(in + c, ninf);  // after (the rows stop at cols_v)
   const int f0 = (int)wg_x * sd - dl;
   for (int r = 0; r < oh; ++r) {
     const int r0 = r * sh - hl;
-    for (int c = cols_v; c < span - wl; c += VL) VSTORE(in + c, ninf);  // the padding after
     int first = 1;
     for (int a = f0 < 0 ? -f0 : 0; a < kd && f0 + a < d; ++a) {
       for (int b = r0 < 0 ? -r0 : 0; b < kh && r0 + b < h; ++b) {

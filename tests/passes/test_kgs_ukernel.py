@@ -215,6 +215,7 @@ POOLS = [  # (kernel, stride, padding, input shape): C3D's pools, a padded pool,
     # S3D's ceil-mode 2x2x2 pool (odd sizes: windows past the end), padding in one dimension
     (2, 2, 0, (1, 2, 3, 7, 21), True),
     ((3, 1, 1), (2, 1, 1), (1, 0, 0), (1, 2, 5, 3, 18)),
+    (3, 1, 1, (1, 2, 3, 4, 16)),  # rows of whole vectors: the padding after them is not in a tail
 ]
 
 
