@@ -744,19 +744,15 @@ class KgsConv3dPass:
         if _is_constant_expr(x):
             return  # evaluated at compile time on this machine (see _rewrite)
         out_shape = ir.RankedTensorType(result.type).shape
-        low, pad_op, slice_op = (0, 0, 0), None, None
-        padded_x = x
-        if _leading_slice_source(x) is not None:  # rt3d-trim-window-inputs cut the padding's end
-            slice_op = x.owner.operation if isinstance(x.owner, ir.OpView) else x.owner
-            padded_x = slice_op.operands[0]
+        low, pad_op = (0, 0, 0), None
+        slice_op = _leading_slice(x)  # rt3d-trim-window-inputs cut the padding's end
+        padded_x = x if slice_op is None else slice_op.operands[0]
         padded = _constant_pad_of(padded_x, float("-inf"))
         if padded is not None and _pool_pad_foldable(*padded, out_shape, window, strides):
             # The kernel reads the input unpadded (the padding is -inf: skipped). IREE would
             # fill the padded tensor and copy the input into it.
-            pad_op = padded_x.owner.operation if isinstance(padded_x.owner, ir.OpView) else padded_x.owner
+            pad_op = _defining_op(padded_x)
             x, low = pad_op.operands[0], tuple(padded[1][2:])
-        else:
-            slice_op = None
         call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
                                      out_shape, window, strides, low)
         self._ukernel_calls.append(call)
@@ -792,7 +788,7 @@ class KgsConv3dPass:
         x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
         pad_op = None
         if source_pad is not None:
-            pad_op = x.owner.operation if isinstance(x.owner, ir.OpView) else x.owner
+            pad_op = _defining_op(x)
             x = pad_op.operands[0]
             if frames is not None:  # the kernel reads it as it is
                 source_pad = (source_pad[0], [0] * 5, [0] * 5)
@@ -963,29 +959,31 @@ def _pool_pad_foldable(shape: list[int], low: list[int], high: list[int], out_sh
                for n, o, k, s, lo in zip(shape[2:], out_shape[2:], window, strides, low[2:], strict=True))
 
 
-def _leading_slice_source(value: ir.Value) -> ir.Value | None:
-    """The source if ``value`` is a static ``tensor.extract_slice`` at offset 0 with unit strides
-    (a leading corner: what rt3d-trim-window-inputs makes of a pool's padded input)."""
+def _defining_op(value: ir.Value) -> ir.Operation | None:
+    """The operation that defines ``value`` (None for a block argument)."""
     op = value.owner
-    if not isinstance(op, (ir.Operation, ir.OpView)):
-        return None
-    op = op.operation if isinstance(op, ir.OpView) else op
-    if op.name != "tensor.extract_slice" or len(op.operands) != 1:  # dynamic parts come as operands
+    if isinstance(op, ir.OpView):
+        return op.operation
+    return op if isinstance(op, ir.Operation) else None
+
+
+def _leading_slice(value: ir.Value) -> ir.Operation | None:
+    """The op if ``value`` is a static ``tensor.extract_slice`` at offset 0 with unit strides
+    (a leading corner: what rt3d-trim-window-inputs makes of a pool's padded input)."""
+    op = _defining_op(value)
+    if op is None or op.name != "tensor.extract_slice" or len(op.operands) != 1:  # dynamic parts: operands
         return None
     offsets = list(ir.DenseI64ArrayAttr(op.attributes["static_offsets"]))
     strides = list(ir.DenseI64ArrayAttr(op.attributes["static_strides"]))
     if any(offsets) or any(s != 1 for s in strides):
         return None
-    return op.operands[0]
+    return op
 
 
 def _constant_pad_of(value: ir.Value, fill: float) -> tuple[list[int], list[int], list[int]] | None:
     """(source shape, low, high) if ``value`` is a static ``tensor.pad`` of a 5-D tensor with ``fill``."""
-    op = value.owner
-    if not isinstance(op, (ir.Operation, ir.OpView)):
-        return None
-    op = op.operation if isinstance(op, ir.OpView) else op
-    if op.name != "tensor.pad" or len(op.operands) != 1:  # dynamic low / high come as operands
+    op = _defining_op(value)
+    if op is None or op.name != "tensor.pad" or len(op.operands) != 1:  # dynamic low / high come as operands
         return None
     yielded = op.regions[0].blocks[0].operations[0]
     if yielded.operation.name != "tensor.yield" or _float_constant(yielded.operands[0]) != fill:
