@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from iree.compiler import ir
@@ -162,6 +162,8 @@ class PassReport:
     fused_pools: int = 0  # 3-D max pools computed by the conv dispatch before them
     pads: int = 0  # conv inputs zero-padded by the microkernel's pad dispatch
     unpadded_pools: int = 0  # pooling dispatches that read their -inf-padded input unpadded
+    fused_residuals: int = 0  # residual additions (conv + bias + r, ReLU after) done by the conv's store
+    subsampled: int = 0  # strided 1x1x1 convs whose input the pooling kernel subsamples (no phase planes)
 
     @property
     def rewritten(self) -> int:
@@ -671,6 +673,14 @@ class KgsConv3dPass:
         # lower there ("gpu.thread_id ... LLVM IR"). Such convs take plain code generation.
         constant_input = _is_constant_expr(conv.operands[0])
         ukernel = opts.microkernel is not None and not spirv and not constant_input
+        subsampled = None
+        if ukernel and geom.kernel_volume == 1 and not geom.rows_contiguous and _zero_pad_of(conv.operands[0]) is None:
+            # A strided 1x1x1 conv (ResNet downsampling) reads one input element in sd*sh*sw:
+            # the pooling kernel with a 1x1x1 window copies just those (the phase planes below
+            # copy all of it, R(2+1)D: 0.6 ms of its 0.7 for three; IREE's strided
+            # tensor.extract_slice 0.4), then it is a stride-1 conv.
+            subsampled = self._subsample(conv.operands[0], geom, conv, name + "_subsample")
+            geom = replace(geom, d=geom.od, h=geom.oh, w=geom.ow, strides=(1, 1, 1))
         # Strided rows: the microkernel reads the input as phase planes (kgs_ukernel.py).
         col_offset = kgs_ukernel.phase_column_offsets(geom) if ukernel and not geom.rows_contiguous else None
         # Padded in depth only (temporal convs): the kernel reads the unpadded input, each output
@@ -706,7 +716,7 @@ class KgsConv3dPass:
         if ukernel:
             report.kernel = "microkernel"
             report.executed_macs = kept * per_col  # it runs each group's own column count
-            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name, frames)
+            report.epilogue = self._rewrite_ukernel(conv, geom, plan, name, frames, subsampled)
             return report
         report.kernel = "codegen"
         waste = 1 - kept / max(1, plan.groups * plan.columns)
@@ -768,24 +778,47 @@ class KgsConv3dPass:
                     dead.erase()
         self.report.pools += 1
 
+    def _subsample(self, x: ir.Value, geom: ConvGeometry, before: ir.Operation, name: str) -> ir.Value:
+        """``x[:, :, ::sd, ::sh, ::sw]`` cut to ``geom``'s output extent, by the pooling
+        dispatch (a 1x1x1 window), called before ``before``."""
+        out_shape = [geom.n, geom.c, geom.od, geom.oh, geom.ow]
+        call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
+                                     out_shape, (1, 1, 1), geom.strides)
+        self._ukernel_calls.append(call)
+        self._ukernel_helpers.append(kgs_ukernel.pool_helper_text(name, call))
+        self.report.subsampled += 1
+        with before.context, before.location, ir.InsertionPoint(before):
+            out_t = ir.RankedTensorType.get(out_shape, ir.RankedTensorType(x.type).element_type)
+            return func.CallOp([out_t], ir.FlatSymbolRefAttr.get(name), [x]).results[0]
+
     def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str,
-                         frames: tuple[int, int] | None = None) -> str:
+                         frames: tuple[int, int] | None = None, x: ir.Value | None = None) -> str:
         """Replace ``conv`` by a call to a helper that dispatches the microkernel.
 
         The bias is passed to the kernel when the conv's accumulator is a broadcast constant
         (how torch-mlir writes a conv's bias); otherwise the kernel adds into the accumulator.
-        A ReLU that is the conv's only user is applied by the kernel as it stores.
+        A ReLU that is the conv's only user is applied by the kernel as it stores. So is a
+        residual addition (ResNet blocks: ``relu(conv(x) + bias + r)``): the kernel adds into
+        ``r`` in place, which saves the elementwise dispatch's pass over memory (R(2+1)D:
+        eight of them, 12.8 MB each in its first stage).
         """
         init, result = conv.operands[2], conv.results[0]
         bias = _constant_bias(init, geom.f)
         relu = _sole_relu_user(result)
+        residual = _sole_residual_add(result) if bias is not None and relu is None else None
+        if residual is not None and not _available_at(residual[1], conv):
+            residual = None  # r is computed after the conv (then r's own conv may take the addition)
+        if residual is not None:
+            relu = _sole_relu_user(residual[0].results[0])
         pool = None
-        if bias is not None and geom.rows_contiguous and frames is None:
+        if bias is not None and residual is None and geom.rows_contiguous and frames is None:
             pool = _fusable_pool(relu.results[0] if relu is not None else result, geom, plan.group_m)
         call = kgs_ukernel.plan_call(f"conv{len(self._ukernel_calls)}", geom, plan, relu is not None, bias is None,
-                                     phased=not geom.rows_contiguous, pool=pool[1] if pool else None, frames=frames)
+                                     phased=not geom.rows_contiguous, pool=pool[1] if pool else None, frames=frames,
+                                     residual=residual is not None)
         self._ukernel_calls.append(call)
-        x, source_pad = conv.operands[0], _zero_pad_of(conv.operands[0])
+        x = conv.operands[0] if x is None else x  # (``x``: the conv's input, subsampled)
+        source_pad = _zero_pad_of(x)
         pad_op = None
         if source_pad is not None:
             pad_op = _defining_op(x)
@@ -810,6 +843,8 @@ class KgsConv3dPass:
                 second = arith.ConstantOp(b_attr.type, b_attr).result
             args = [x, second, arith.ConstantOp(w_attr.type, w_attr).result,
                     arith.ConstantOp(off_attr.type, off_attr).result]
+            if residual is not None:
+                args.append(residual[1])
             out_type = pool[0].results[0].type if pool else result.type
             call_op = func.CallOp([out_type], ir.FlatSymbolRefAttr.get(name), args)
         if pool is not None:
@@ -824,6 +859,10 @@ class KgsConv3dPass:
             if pool is None:
                 relu.results[0].replace_all_uses_with(call_op.results[0])
             relu.erase()
+        if residual is not None:
+            residual[0].results[0].replace_all_uses_with(call_op.results[0])
+            residual[0].erase()
+            self.report.fused_residuals += 1
         if pool is None:
             result.replace_all_uses_with(call_op.results[0])
         conv.erase()
@@ -832,7 +871,8 @@ class KgsConv3dPass:
         producer = init.owner
         if bias is not None and not list(init.uses):  # the bias broadcast / fill is now dead
             (producer.operation if isinstance(producer, ir.OpView) else producer).erase()
-        epilogue = ("accumulate" if bias is None else "bias") + ("+relu" if relu is not None else "")
+        epilogue = ("accumulate" if bias is None else "bias") + ("+residual" if residual is not None else "")
+        epilogue += "+relu" if relu is not None else ""
         if pool is not None:
             self.report.fused_pools += 1
             epilogue += "+maxpool" + "x".join(map(str, pool[1]))
@@ -1049,6 +1089,42 @@ def _sole_relu_user(result: ir.Value) -> ir.Operation | None:
             return None
         return user if yld.operands[0] == sel.results[0] else None
     return None
+
+
+def _available_at(value: ir.Value, op: ir.Operation) -> bool:
+    """True if ``value`` is defined before ``op`` in its block (or is an argument of it)."""
+    owner = value.owner
+    if isinstance(owner, ir.Block):
+        return owner == op.block
+    owner = owner.operation if isinstance(owner, ir.OpView) else owner
+    return owner.block == op.block and owner.is_before_in_block(op)
+
+
+def _sole_residual_add(result: ir.Value) -> tuple[ir.Operation, ir.Value] | None:
+    """(the add, r) if ``result``'s only user is the elementwise ``result + r`` of a tensor
+    ``r`` of its type (torch-mlir's residual connection), else None."""
+    uses = list(result.uses)
+    if len(uses) != 1:
+        return None
+    user = uses[0].owner
+    user = user.operation if isinstance(user, ir.OpView) else user
+    if user.name != "linalg.generic" or len(user.operands) != 3 or user.results[0].type != result.type:
+        return None
+    a, b = user.operands[0], user.operands[1]
+    if a == b or result not in (a, b) or a.type != b.type:
+        return None
+    if str(user.attributes["iterator_types"]).count("parallel") != 5:
+        return None
+    identity = "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)"
+    if any(identity not in str(m) for m in ir.ArrayAttr(user.attributes["indexing_maps"])):
+        return None
+    block = user.regions[0].blocks[0]
+    ops = [o.operation for o in block.operations]
+    if [o.name for o in ops] != ["arith.addf", "linalg.yield"] or ops[1].operands[0] != ops[0].results[0]:
+        return None
+    if {ops[0].operands[0], ops[0].operands[1]} != {block.arguments[0], block.arguments[1]}:
+        return None
+    return user, b if a == result else a
 
 
 def run_pass(module: ir.Module, options: KgsConv3dOptions | None = None) -> PassReport:

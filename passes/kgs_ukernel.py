@@ -13,11 +13,13 @@ the result, so ``rt3d opt`` output keeps working.
 Kernel ABI (plugins/ukernel/gen_kernel.py): bindings x (flat padded input), w [G][n][gM],
 off [G][n] i32 followed by each group's kept count [G] (and, with frame ranges, the
 frame tables of ``offset_table``), bias [F], out [N, F, OD, OH, OW]; sixteen i32 constants;
-workgroups [position tiles, group blocks of gpw, N * OD]. With a max
+workgroups [position tiles, group blocks of gpw, N * OD] (the kernel's ids; the dispatch launches
+them in the order ``UkernelCall.grid`` says and the shim maps the ids back). With a max
 pool fused (its window equal to its stride, as C3D's), out is the pooled tensor and the
 workgroups are [tiles of pooled rows, group blocks, N * pooled frames] (``pool_rows``).
-Two more kernels share the executable: the max pools not fused into a conv, and the zero pad
-of large conv inputs (``pad_call``), each with one workgroup per output frame (``FrameCall``).
+Two more kernels share the executable: the max pools not fused into a conv (also the
+subsampling of a strided 1x1x1 conv's input, as a 1x1x1 pool), and the zero pad of large conv
+inputs (``pad_call``), with workgroups over output frames and planes (``FrameCall``).
 
 The kernel computes stride-1 rows; a conv strided in H or W is first rearranged into phase
 planes (space-to-depth: x'[c, a, b, d, i, j] = x[c, d, i*sh + a, j*sw + b]), on which it is a
@@ -43,6 +45,8 @@ POOL_SYMBOL = "rt3d_maxpool3d_workgroup"
 PAD_SYMBOL = "rt3d_pad_workgroup"
 POOL_ROW_MAX = 1024  # input columns a pooled row may span (gen_kernel.py)
 POOL_PAD_MAX = 16  # padding before a pooled row, at most (gen_kernel.py)
+POOL_SMALL_TAPS = 8  # window rows and columns the small-plane pooling path takes, at most (gen_kernel.py)
+POOL_SMALL_MAX = 2048  # floats of the input's frames the small-plane pooling path buffers (gen_kernel.py)
 ACCUMULATE, RELU = 1, 2  # flag bits, as in gen_kernel.py
 _MAX_LANES = 16  # the input is made readable up to a whole vector of the widest ISA
 _MIN_TILE = 48  # output positions per workgroup tile, at least one full register tile
@@ -50,7 +54,9 @@ _CONSTANTS = ("n", "gm", "f", "od", "oh", "ow", "wp", "qt", "img", "seg", "flags
 POOL_SCRATCH = 8192  # floats of the fused pool's stack buffer (gen_kernel.py)
 _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group over its tile
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
-_POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw", "dl", "hl", "wl")
+_POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw", "dl", "hl", "wl", "planes",
+                   "ppw")
+_POOL_WORKGROUP_FLOATS = 4096  # output a pooling workgroup writes, at least (whole planes of a frame)
 _PAD_CONSTANTS = ("c", "d", "h", "w", "cp", "dp", "hp", "wp", "dl", "hl", "wl", "fpw")
 PAD_KERNEL_MIN = 1 << 21  # floats of padded input from which the pad kernel is used (pad_call)
 _PAD_WORKGROUP_BYTES = 64 * 1024  # output a pad workgroup writes, at least (whole frames)
@@ -100,6 +106,13 @@ class UkernelCall:
     phase: tuple[int, int, int, int] | None = None  # (sh, sw, H', W') for strided rows
     frames: tuple[int, int] | None = None  # (depth padding before, input depth): frame ranges
     frame_ranges: np.ndarray | None = None  # [OD, 2]: kernel frames [lo, hi) each output frame reads
+    residual: bool = False  # the output buffer holds r: out = epilogue(conv + bias + r), in place
+    grid: tuple[int, int, int] = (0, 1, 2)  # workgroup id i (x, y, z) runs workload dimension grid[i]
+
+    @property
+    def launch(self) -> tuple[int, int, int]:
+        """The workgroup counts (x, y, z) of the dispatch: the workload in launch order."""
+        return tuple(self.workload[d] for d in self.grid)
 
     symbol = KERNEL_SYMBOL
 
@@ -110,8 +123,9 @@ class UkernelCall:
 
 @dataclass
 class FrameCall:
-    """A kernel that maps [N, C, D, H, W] -> [N, C', D', H', W'] with one workgroup per output
-    frame (x = frame, y = plane b*C' + c): the max pool and the conv input's zero pad."""
+    """A kernel that maps [N, C, D, H, W] -> [N, C', D', H', W'] with workgroups over output
+    frames (x: blocks of frames_per_workgroup) and planes b*C' + c (y: blocks of
+    planes_per_workgroup): the max pool and the conv input's zero pad."""
 
     export: str
     symbol: str
@@ -119,10 +133,18 @@ class FrameCall:
     out_shape: tuple[int, ...]
     constants: dict[str, int]
     frames_per_workgroup: int = 1
+    planes_per_workgroup: int = 1
+
+    grid = (0, 1, 2)
 
     @property
     def workload(self) -> tuple[int, int, int]:
-        return (_ceil_div(self.out_shape[2], self.frames_per_workgroup), self.out_shape[0] * self.out_shape[1], 1)
+        return (_ceil_div(self.out_shape[2], self.frames_per_workgroup),
+                _ceil_div(self.out_shape[0] * self.out_shape[1], self.planes_per_workgroup), 1)
+
+    @property
+    def launch(self) -> tuple[int, int, int]:
+        return self.workload
 
     def buffers(self) -> list[tuple[str, int, str]]:
         return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
@@ -134,8 +156,25 @@ def pool_call(export: str, in_shape, out_shape, window, strides, low=(0, 0, 0)) 
     that the rows fit the kernel (POOL_ROW_MAX) and that every window holds an input element."""
     d, h, w = in_shape[2:]
     od, oh, ow = out_shape[2:]
-    constants = dict(zip(_POOL_CONSTANTS, (d, h, w, od, oh, ow, *window, *strides, *low), strict=True))
-    return FrameCall(export, POOL_SYMBOL, tuple(in_shape), tuple(out_shape), constants)
+    planes = out_shape[0] * out_shape[1]
+    small = pool_small(in_shape, out_shape, window, strides)
+    frames = od if small else 1  # the small-plane path does every output frame of its planes
+    ppw = 1  # (more planes per workgroup on the row path: S3D's larger pools 20-50% slower)
+    if small:  # whole small planes: several per workgroup, but enough workgroups for two threads
+        ppw = max(1, min(_ceil_div(planes, 16), 4 * _POOL_WORKGROUP_FLOATS // (frames * oh * ow)))
+        ppw = _ceil_div(planes, _ceil_div(planes, ppw))  # balanced: no short last block
+    values = (d, h, w, od, oh, ow, *window, *strides, *low, planes, ppw)
+    constants = dict(zip(_POOL_CONSTANTS, values, strict=True))
+    return FrameCall(export, POOL_SYMBOL, tuple(in_shape), tuple(out_shape), constants, frames, ppw)
+
+
+def pool_small(in_shape, out_shape, window, strides) -> bool:
+    """The kernel's test (gen_kernel.py, pool_small) for its small-plane path: stride 1 in H
+    and W, planes of the input's size, the input's frames in its buffer (POOL_SMALL_MAX),
+    windows of at most POOL_SMALL_TAPS rows and columns."""
+    d, h, w = in_shape[2:]
+    return (strides[1] == strides[2] == 1 and tuple(out_shape[3:]) == (h, w) and d * h * w <= POOL_SMALL_MAX
+            and max(window[1:]) <= POOL_SMALL_TAPS)
 
 
 def pad_call(export: str, in_shape, low, high) -> FrameCall | None:
@@ -162,7 +201,7 @@ def _dispatch_constants(call: UkernelCall | FrameCall, lines: list[str], prefix:
     """Append the i32 constants (%{prefix}k_NAME) and workload (%{prefix}w0..2) of ``call``;
     return the constants' operand and type lists for its ``flow.dispatch``."""
     lines += [f"    %{prefix}k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
-    lines += [f"    %{prefix}w{i} = arith.constant {v} : index" for i, v in enumerate(call.workload)]
+    lines += [f"    %{prefix}w{i} = arith.constant {v} : index" for i, v in enumerate(call.launch)]
     return ", ".join(f"%{prefix}k_{k}" for k in call.constants), ", ".join(["i32"] * len(call.constants))
 
 
@@ -237,7 +276,8 @@ def pool_rows(geom, group_m: int, pool: tuple[int, int, int]) -> int:
 
 
 def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = False,
-              pool: tuple[int, int, int] | None = None, frames: tuple[int, int] | None = None) -> UkernelCall:
+              pool: tuple[int, int, int] | None = None, frames: tuple[int, int] | None = None,
+              residual: bool = False) -> UkernelCall:
     """Sizes, constants and workgroup grid of the microkernel dispatch for one conv.
 
     ``phased``: the input is read in the phase-plane layout (strided rows, see above).
@@ -245,6 +285,7 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     ``pool_rows`` > 0 and that the conv's accumulator is not tied).
     ``frames``: (depth padding before, input depth) of a conv padded in depth only, read
     unpadded with frame ranges (the plan's columns sorted by frame, ``frame_ranges_fit``).
+    ``residual``: the bias is added and the output holds a residual the result is added to.
     """
     n, c, d, h, w = geom.n, geom.c, geom.d, geom.h, geom.w
     if frames is not None:
@@ -301,7 +342,11 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
             tiles = max(tiles, min(poh, _ceil_div(32, groups * segments)))
         qt = _ceil_div(poh, tiles)  # balanced: no short last tile
         tiles = _ceil_div(poh, qt)
-    flags = (ACCUMULATE if tied else 0) | (RELU if relu else 0)
+    flags = (ACCUMULATE if tied or residual else 0) | (RELU if relu else 0)
+    # Launch order: output frames fastest, so the workgroups that run one after another read
+    # neighbouring frames (temporal convs: the same input frames; R(2+1)D dense 197 -> 193 ms,
+    # KGS ~1%). The fused pool keeps tiles fastest (its frames are pooled into one output).
+    grid = (0, 1, 2) if pool is not None else (2, 1, 0)
     kdn = geom.kd if frames is not None else 0
     constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
                      qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw, pd=pd, ph=ph, pw=pw, kdn=kdn)
@@ -310,8 +355,9 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     return UkernelCall(
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
         off_len=off_len, f=geom.f, out_shape=out_shape,
-        channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied,
+        channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied, grid=grid,
         phase=phase_shape(geom) if phased else None, frames=frames, frame_ranges=ranges,
+        residual=residual,
     )
 
 
@@ -360,6 +406,7 @@ def _dispatch_function(call: UkernelCall | FrameCall) -> str:
         body.append(f"        %p{nm}, %o{nm}, %s{nm}, %t{nm} = memref.extract_strided_metadata %m{nm} : {mt} "
                     f"-> memref<{et}>, index, index, index")
     args = ", ".join(f"%p{nm}, %o{nm}" for nm, _, _ in bufs) + ", " + ", ".join(f"%k_{c}" for c in call.constants)
+    ids = ", ".join(f"%id{call.grid.index(d)}" for d in range(3))  # the kernel's ids, in workload order
     nl = "\n"
     return f"""      func.func @{call.export}({binds}, {consts}) {{
         %c0 = arith.constant 0 : index
@@ -367,7 +414,7 @@ def _dispatch_function(call: UkernelCall | FrameCall) -> str:
         %id0 = hal.interface.workgroup.id[0] : index
         %id1 = hal.interface.workgroup.id[1] : index
         %id2 = hal.interface.workgroup.id[2] : index
-        func.call @{call.symbol}({args}, %id0, %id1, %id2) : ({_decl(call)}) -> ()
+        func.call @{call.symbol}({args}, {ids}) : ({_decl(call)}) -> ()
         return
       }}"""
 
@@ -417,7 +464,7 @@ def input_pad(geom, call: UkernelCall,
 
 def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int], list[int], list[int]] | None = None,
                 pad: FrameCall | None = None) -> str:
-    """Private function (x, bias_or_init, w, off) -> out that pads the input and dispatches.
+    """Private function (x, bias_or_init, w, off[, residual]) -> out that pads the input and dispatches.
 
     The input is padded as ``input_pad`` says, by the pad kernel's dispatch ``pad`` when given
     (it must be ``pad_call`` of that pad), else by ``tensor.pad``.
@@ -463,7 +510,12 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
     consts, ctypes = _dispatch_constants(call, lines)
     ins_t = f"{flat_t}, {w_t}, {off_t}, {b_t}"
     target = f"@{EXECUTABLE}::@{call.export}[%w0, %w1, %w2]"
-    if call.tied:
+    extra = ""
+    if call.residual:  # the bias, and the residual in the output buffer (tied: added in place)
+        lines.append(f"    %y = flow.dispatch {target}(%flat, %wk, %off, %acc, %res, {consts}) : "
+                     f"({ins_t}, {out_t}, {ctypes}) -> %res")
+        second, extra = f"%acc: {b_t}", f", %res: {out_t}"
+    elif call.tied:
         lines.append(f"    %bz = arith.constant dense<0.000000e+00> : {b_t}")
         lines.append(f"    %y = flow.dispatch {target}(%flat, %wk, %off, %bz, %acc, {consts}) : "
                      f"({ins_t}, {out_t}, {ctypes}) -> %acc")
@@ -473,7 +525,7 @@ def helper_text(name: str, geom, call: UkernelCall, source_pad: tuple[list[int],
         second = f"%acc: {b_t}"
     nl = "\n"
     return f"""
-  func.func private @{name}(%x: {x_t}, {second}, %wk: {w_t}, %off: {off_t}) -> {out_t} {{
+  func.func private @{name}(%x: {x_t}, {second}, %wk: {w_t}, %off: {off_t}{extra}) -> {out_t} {{
 {nl.join(lines)}
     return %y : {out_t}
   }}"""

@@ -168,6 +168,7 @@ def test_strided_convs_match_pytorch(target):
     cases = [((1, 3, 3), (1, 2, 2), (0, 1, 1), 1, (1, 8, 3, 12, 12)),
              ((1, 7, 7), (1, 2, 2), (0, 3, 3), 1, (1, 3, 2, 15, 16)),
              (1, 2, 0, 1, (1, 6, 4, 7, 7)),
+             (1, (1, 2, 2), 0, 1, (2, 5, 3, 10, 9)),
              ((2, 3, 2), (2, 3, 2), (1, 1, 0), 1, (2, 5, 6, 11, 9)),
              ((3, 3, 3), (1, 1, 2), 1, (1, 2, 1), (1, 4, 5, 8, 13))]
     for kernel, stride, padding, dilation, shape in cases:
@@ -177,6 +178,8 @@ def test_strided_convs_match_pytorch(target):
         x = torch.randn(*shape)
         compiled = rt3d_iree.compile(conv, (x,), target=target, kernel="microkernel")
         assert [c.kernel for c in compiled.report.convs] == ["microkernel"]
+        # strided 1x1x1: the input is subsampled by the pooling kernel, not split into phases
+        assert compiled.report.subsampled == (kernel == 1 and stride != 1), (kernel, stride)
         ref = conv(x).detach().numpy()
         assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max(), (kernel, stride)
 
@@ -216,6 +219,11 @@ POOLS = [  # (kernel, stride, padding, input shape): C3D's pools, a padded pool,
     (2, 2, 0, (1, 2, 3, 7, 21), True),
     ((3, 1, 1), (2, 1, 1), (1, 0, 0), (1, 2, 5, 3, 18)),
     (3, 1, 1, (1, 2, 3, 4, 16)),  # rows of whole vectors: the padding after them is not in a tail
+    # small planes (S3D's branch pools): many planes per workgroup, one frame, padding in H, W only;
+    # and a stride-1 pool too large for that path (the row path)
+    (3, 1, 1, (1, 40, 4, 7, 7)),
+    ((1, 3, 3), 1, (0, 1, 1), (1, 3, 1, 5, 6)),
+    (3, 1, 1, (1, 2, 3, 30, 37)),
 ]
 
 
@@ -424,3 +432,67 @@ def test_kgs_temporal_convs_run_every_group_over_one_tile(target):
     compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
     ref = model(x).detach().numpy()
     assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+class _Block(torch.nn.Module):
+    """A ResNet block: relu(conv2(relu(conv1(x))) + identity), identity = x or a 1x1x1 conv of
+    x computed before or after the main path; x is read again after the block."""
+
+    def __init__(self, c: int, down: str | None):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(c, c, 3, padding=1)
+        self.conv2 = torch.nn.Conv3d(c, c, (3, 1, 1), padding=(1, 0, 0))
+        self.down = torch.nn.Conv3d(c, c, 1) if down else None
+        self.first = down == "first"
+
+    def forward(self, x):
+        idn = self.down(x) if self.first else x
+        y = self.conv2(torch.relu(self.conv1(x)))
+        if self.down is not None and not self.first:
+            idn = self.down(x)
+        return torch.relu(y + idn), x * 2
+
+
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_residual_addition_is_done_by_the_conv_store(target):
+    """The residual add and its ReLU are the store of the conv whose residual is computed before
+    it (in place on the residual); its input is still intact for a later reader (x * 2)."""
+    import rt3d_iree
+
+    torch.manual_seed(3)
+    for down in (None, "first", "after"):
+        model = _Block(6, down).eval()
+        with torch.no_grad():
+            model.conv1.weight.view(6, 6, -1)[:, :, ::2] = 0
+        x = torch.randn(1, 6, 4, 7, 9)
+        compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+        assert compiled.report.fused_residuals == 1, down
+        epilogues = [c.epilogue for c in compiled.report.convs]
+        assert epilogues.count("bias+residual+relu") == 1, (down, epilogues)
+        # the conv computed last takes the addition: conv2, or the downsample when it comes after
+        fused = epilogues.index("bias+residual+relu")
+        assert fused == len(epilogues) - 1, (down, epilogues)
+        ref = [t.detach().numpy() for t in model(x)]
+        for out, r in zip(compiled(x), ref, strict=True):
+            assert np.abs(out - r).max() <= 1e-4 * np.abs(r).max(), down
+
+
+def test_residual_add_of_a_later_value_is_left_alone(ukernel):
+    """conv + r where r is computed after the conv: the conv cannot add it in place."""
+    w = weights(4)
+    text = module_text(w, bias=np.ones(8, np.float32))
+    ot = "tensor<1x8x4x8x8xf32>"
+    text = text.replace(f"  return %y : {ot}", f"""  %later = arith.constant dense<1.0> : {ot}
+  %sum = linalg.generic {{indexing_maps = [affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>,
+      affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>, affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>],
+      iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel"]}}
+      ins(%y, %later : {ot}, {ot}) outs(%e : {ot}) {{
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %s = arith.addf %p, %q : f32
+    linalg.yield %s : f32
+  }} -> {ot}
+  return %sum : {ot}""")
+    assert "%sum" in text
+    printed, report = run(text, ukernel)
+    assert report.fused_residuals == 0 and report.convs[0].epilogue == "bias"
+    assert "arith.addf" in printed
