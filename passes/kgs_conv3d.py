@@ -1050,22 +1050,33 @@ def _float_constant(value: ir.Value) -> float | None:
         return None
 
 
-def _sole_relu_user(result: ir.Value) -> ir.Operation | None:
-    """The elementwise ``max(x, 0)`` generic that is ``result``'s only user, if there is one.
-
-    torch-mlir writes ReLU as ``select(cmpf ugt x, 0), x, 0)``; ``arith.maximumf`` is also taken.
-    """
+def _sole_elementwise_user(result: ir.Value, inputs: int) -> ir.Operation | None:
+    """The 5-D elementwise ``linalg.generic`` (identity maps, ``inputs`` inputs, ``result``'s
+    type) that is ``result``'s only user, if there is one; ``result`` is among its inputs."""
     uses = list(result.uses)
     if len(uses) != 1:
         return None
     user = uses[0].owner
     user = user.operation if isinstance(user, ir.OpView) else user
-    if user.name != "linalg.generic" or len(user.operands) != 2 or user.operands[0] != result:
+    if user.name != "linalg.generic" or len(user.operands) != inputs + 1 or user.results[0].type != result.type:
         return None
-    if str(user.attributes["iterator_types"]).count("parallel") != 5 or user.results[0].type != result.type:
+    if result not in list(user.operands)[:inputs]:
+        return None
+    if str(user.attributes["iterator_types"]).count("parallel") != 5:
         return None
     identity = "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)"
     if any(identity not in str(m) for m in ir.ArrayAttr(user.attributes["indexing_maps"])):
+        return None
+    return user
+
+
+def _sole_relu_user(result: ir.Value) -> ir.Operation | None:
+    """The elementwise ``max(x, 0)`` generic that is ``result``'s only user, if there is one.
+
+    torch-mlir writes ReLU as ``select(cmpf ugt x, 0), x, 0)``; ``arith.maximumf`` is also taken.
+    """
+    user = _sole_elementwise_user(result, 1)
+    if user is None:
         return None
     block = user.regions[0].blocks[0]
     ops = [o.operation for o in block.operations]
@@ -1103,20 +1114,11 @@ def _available_at(value: ir.Value, op: ir.Operation) -> bool:
 def _sole_residual_add(result: ir.Value) -> tuple[ir.Operation, ir.Value] | None:
     """(the add, r) if ``result``'s only user is the elementwise ``result + r`` of a tensor
     ``r`` of its type (torch-mlir's residual connection), else None."""
-    uses = list(result.uses)
-    if len(uses) != 1:
-        return None
-    user = uses[0].owner
-    user = user.operation if isinstance(user, ir.OpView) else user
-    if user.name != "linalg.generic" or len(user.operands) != 3 or user.results[0].type != result.type:
+    user = _sole_elementwise_user(result, 2)
+    if user is None:
         return None
     a, b = user.operands[0], user.operands[1]
-    if a == b or result not in (a, b) or a.type != b.type:
-        return None
-    if str(user.attributes["iterator_types"]).count("parallel") != 5:
-        return None
-    identity = "(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)"
-    if any(identity not in str(m) for m in ir.ArrayAttr(user.attributes["indexing_maps"])):
+    if a == b or a.type != b.type:
         return None
     block = user.regions[0].blocks[0]
     ops = [o.operation for o in block.operations]
