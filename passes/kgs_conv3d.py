@@ -763,13 +763,8 @@ class KgsConv3dPass:
             # fill the padded tensor and copy the input into it.
             pad_op = _defining_op(padded_x)
             x, low = pad_op.operands[0], tuple(padded[1][2:])
-        call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
-                                     out_shape, window, strides, low)
-        self._ukernel_calls.append(call)
-        self._ukernel_helpers.append(kgs_ukernel.pool_helper_text(name, call))
-        with pool.context, pool.location, ir.InsertionPoint(pool):
-            call_op = func.CallOp([result.type], ir.FlatSymbolRefAttr.get(name), [x])
-        result.replace_all_uses_with(call_op.results[0])
+        pooled = self._pool_dispatch(x, out_shape, window, strides, low, name, pool)
+        result.replace_all_uses_with(pooled)
         pool.erase()
         if pad_op is not None:
             self.report.unpadded_pools += 1
@@ -781,14 +776,19 @@ class KgsConv3dPass:
     def _subsample(self, x: ir.Value, geom: ConvGeometry, before: ir.Operation, name: str) -> ir.Value:
         """``x[:, :, ::sd, ::sh, ::sw]`` cut to ``geom``'s output extent, by the pooling
         dispatch (a 1x1x1 window), called before ``before``."""
+        self.report.subsampled += 1
         out_shape = [geom.n, geom.c, geom.od, geom.oh, geom.ow]
+        return self._pool_dispatch(x, out_shape, (1, 1, 1), geom.strides, (0, 0, 0), name, before)
+
+    def _pool_dispatch(self, x: ir.Value, out_shape, window, strides, low, name: str,
+                       before: ir.Operation) -> ir.Value:
+        """The pooling kernel's dispatch on ``x`` (helper ``name``), called before ``before``."""
         call = kgs_ukernel.pool_call(f"pool{len(self._ukernel_calls)}", ir.RankedTensorType(x.type).shape,
-                                     out_shape, (1, 1, 1), geom.strides)
+                                     out_shape, window, strides, low)
         self._ukernel_calls.append(call)
         self._ukernel_helpers.append(kgs_ukernel.pool_helper_text(name, call))
-        self.report.subsampled += 1
         with before.context, before.location, ir.InsertionPoint(before):
-            out_t = ir.RankedTensorType.get(out_shape, ir.RankedTensorType(x.type).element_type)
+            out_t = ir.RankedTensorType.get(list(out_shape), ir.RankedTensorType(x.type).element_type)
             return func.CallOp([out_t], ir.FlatSymbolRefAttr.get(name), [x]).results[0]
 
     def _rewrite_ukernel(self, conv: ir.Operation, geom: ConvGeometry, plan: KgsPlan, name: str,

@@ -56,7 +56,7 @@ _SMALL_WEIGHTS = 512 * 1024  # bytes: below this, a workgroup runs every group o
 _TILE_INPUT = 384 * 1024  # bytes of input a position tile may touch (stays in the 1 MiB L2)
 _POOL_CONSTANTS = ("d", "h", "w", "od", "oh", "ow", "kd", "kh", "kw", "sd", "sh", "sw", "dl", "hl", "wl", "planes",
                    "ppw")
-_POOL_WORKGROUP_FLOATS = 4096  # output a pooling workgroup writes, at least (whole planes of a frame)
+_POOL_SMALL_WORKGROUP_FLOATS = 16384  # output a small-plane pooling workgroup writes, at most (whole planes)
 _PAD_CONSTANTS = ("c", "d", "h", "w", "cp", "dp", "hp", "wp", "dl", "hl", "wl", "fpw")
 PAD_KERNEL_MIN = 1 << 21  # floats of padded input from which the pad kernel is used (pad_call)
 _PAD_WORKGROUP_BYTES = 64 * 1024  # output a pad workgroup writes, at least (whole frames)
@@ -109,11 +109,6 @@ class UkernelCall:
     residual: bool = False  # the output buffer holds r: out = epilogue(conv + bias + r), in place
     grid: tuple[int, int, int] = (0, 1, 2)  # workgroup id i (x, y, z) runs workload dimension grid[i]
 
-    @property
-    def launch(self) -> tuple[int, int, int]:
-        """The workgroup counts (x, y, z) of the dispatch: the workload in launch order."""
-        return tuple(self.workload[d] for d in self.grid)
-
     symbol = KERNEL_SYMBOL
 
     def buffers(self) -> list[tuple[str, int, str]]:
@@ -134,17 +129,12 @@ class FrameCall:
     constants: dict[str, int]
     frames_per_workgroup: int = 1
     planes_per_workgroup: int = 1
-
-    grid = (0, 1, 2)
+    grid = (0, 1, 2)  # launched in workload order
 
     @property
     def workload(self) -> tuple[int, int, int]:
         return (_ceil_div(self.out_shape[2], self.frames_per_workgroup),
                 _ceil_div(self.out_shape[0] * self.out_shape[1], self.planes_per_workgroup), 1)
-
-    @property
-    def launch(self) -> tuple[int, int, int]:
-        return self.workload
 
     def buffers(self) -> list[tuple[str, int, str]]:
         return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
@@ -161,7 +151,7 @@ def pool_call(export: str, in_shape, out_shape, window, strides, low=(0, 0, 0)) 
     frames = od if small else 1  # the small-plane path does every output frame of its planes
     ppw = 1  # (more planes per workgroup on the row path: S3D's larger pools 20-50% slower)
     if small:  # whole small planes: several per workgroup, but enough workgroups for two threads
-        ppw = max(1, min(_ceil_div(planes, 16), 4 * _POOL_WORKGROUP_FLOATS // (frames * oh * ow)))
+        ppw = max(1, min(_ceil_div(planes, 16), _POOL_SMALL_WORKGROUP_FLOATS // (frames * oh * ow)))
         ppw = _ceil_div(planes, _ceil_div(planes, ppw))  # balanced: no short last block
     values = (d, h, w, od, oh, ow, *window, *strides, *low, planes, ppw)
     constants = dict(zip(_POOL_CONSTANTS, values, strict=True))
@@ -201,7 +191,8 @@ def _dispatch_constants(call: UkernelCall | FrameCall, lines: list[str], prefix:
     """Append the i32 constants (%{prefix}k_NAME) and workload (%{prefix}w0..2) of ``call``;
     return the constants' operand and type lists for its ``flow.dispatch``."""
     lines += [f"    %{prefix}k_{k} = arith.constant {v} : i32" for k, v in call.constants.items()]
-    lines += [f"    %{prefix}w{i} = arith.constant {v} : index" for i, v in enumerate(call.launch)]
+    launch = [call.workload[d] for d in call.grid]  # workgroup counts (x, y, z): the workload in launch order
+    lines += [f"    %{prefix}w{i} = arith.constant {v} : index" for i, v in enumerate(launch)]
     return ", ".join(f"%{prefix}k_{k}" for k in call.constants), ", ".join(["i32"] * len(call.constants))
 
 

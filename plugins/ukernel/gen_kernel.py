@@ -291,10 +291,12 @@ void rt3d_kgs_conv3d_workgroup(
                         flags, gpw, pd, ph, pw, wg_x, wg_y, wg_z);
     return;
   }
+  const size_t b = wg_z / (size_t)od, k = wg_z % (size_t)od;
   const int qvalid = oh * wp;
   const int q_begin = (int)wg_x * qt;
   int q_end = q_begin + qt;
   if (q_end > qvalid) q_end = qvalid;
+  const float* xs = x + b * (size_t)img_stride + k * (size_t)seg_stride;
   const size_t plane = (size_t)oh * (size_t)ow;
   // Groups keep different numbers of columns; the tables are padded to the largest (n), and
   // the count each group really keeps follows them: offs[G * n + g].
@@ -310,8 +312,6 @@ void rt3d_kgs_conv3d_workgroup(
   // by kernel frame, kd_start[g][kd] is the first column of frame kd, and this output frame
   // reads the kernel frames [lo, hi) that fall inside the input (tables after the counts).
   const int32_t* kd_start = offs + (size_t)groups * (size_t)(n + 1);
-  const size_t b = wg_z / (size_t)od, k = wg_z % (size_t)od;
-  const float* xs = x + b * (size_t)img_stride + k * (size_t)seg_stride;
   int lo = 0, hi = 0;
   if (kdn > 0) {
     const int32_t* range = kd_start + (size_t)groups * (size_t)(kdn + 1) + 2 * k;
