@@ -434,6 +434,36 @@ def test_kgs_temporal_convs_run_every_group_over_one_tile(target):
     assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("target", ["host", "aarch64"])
+def test_inputs_that_stream_from_memory_are_prefetched_into_l2(target, monkeypatch):
+    """Inputs from 16 MB on (R(2+1)D's first temporal convs: 29 MB) carry the STREAM flag (the
+    kernel prefetches them into L2 only); smaller ones do not. With the threshold at 0 every conv
+    streams: the prefetch hints change no result, on either ISA."""
+    from rt3d_iree.passes import kgs_ukernel
+
+    import rt3d_iree
+
+    def geometry(hw: int) -> ConvGeometry:
+        return ConvGeometry(n=1, c=144, d=18, h=hw, w=hw, f=64, kd=3, kh=1, kw=1, strides=(1, 1, 1),
+                            dilations=(1, 1, 1), od=16, oh=hw, ow=hw)
+
+    weight = np.ones((64, 144, 3, 1, 1), np.float32)
+    flags = {hw: plan_call("c", geometry(hw), plan_kgs(weight, geometry(hw), 8, 4), relu=True,
+                           tied=False).constants["flags"] for hw in (56, 28)}
+    assert flags[56] & kgs_ukernel.STREAM and not flags[28] & kgs_ukernel.STREAM  # 32 MB and 8 MB of input
+    assert flags[56] & kgs_ukernel.RELU
+    monkeypatch.setattr(kgs_ukernel, "_STREAM_INPUT", 0)
+    torch.manual_seed(8)
+    model = torch.nn.Sequential(torch.nn.Conv3d(6, 12, (3, 1, 1), padding=(1, 0, 0)), torch.nn.ReLU(),
+                                torch.nn.Conv3d(12, 8, (1, 3, 3), padding=(0, 1, 1))).eval()
+    with torch.no_grad():
+        model[0].weight.view(12, 6, -1)[:8, :, ::2] = 0
+    x = torch.randn(1, 6, 5, 20, 20)
+    compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
+    ref = model(x).detach().numpy()
+    assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
 class _Block(torch.nn.Module):
     """A ResNet block: relu(conv2(relu(conv1(x))) + identity), identity = x or a 1x1x1 conv of
     x computed before or after the main path; x is read again after the block."""
