@@ -628,16 +628,14 @@ def tile_fn(mr: int, nv: int) -> str:
     # (R(2+1)D's temporal conv, KGS 3x, one core: 7.0 -> 5.9 ms). An input that streams from
     # memory is prefetched into L2 only: prefetches into L1 that wait on memory hold the L1's
     # few miss buffers, which the loads of rows already in L2 then wait for (R(2+1)D's first
-    # temporal convs, KGS: 2.5-2.7 -> 2.15-2.3 ms; its small late layers, whose input is in
+    # temporal convs, KGS: 2.5-2.7 -> 2.15-2.4 ms; its small late layers, whose input is in
     # cache, ran 13-19% slower that way, so they keep the L1 prefetch).
     lines.append("    { const int jp = j + PREFETCH;")
     lines.append(f"      const float* pf = jp < n ? xq + off[jp] : xq + {nv} * VL + off[jp - n < n ? jp - n : n - 1];")
-    lines.append("      if (stream) {")
-    lines.append(f"        for (int o = 0; o < {nv} * VL; o += 16) __builtin_prefetch(pf + o, 0, 2);")
-    lines.append(f"        __builtin_prefetch(pf + {nv} * VL - 1, 0, 2);")
-    lines.append("      } else {")
-    lines.append(f"        for (int o = 0; o < {nv} * VL; o += 16) __builtin_prefetch(pf + o, 0, 3);")
-    lines.append(f"        __builtin_prefetch(pf + {nv} * VL - 1, 0, 3);")
+    for branch, locality in (("      if (stream) {", 2), ("      } else {", 3)):  # (the hint must be a constant)
+        lines.append(branch)
+        lines.append(f"        for (int o = 0; o < {nv} * VL; o += 16) __builtin_prefetch(pf + o, 0, {locality});")
+        lines.append(f"        __builtin_prefetch(pf + {nv} * VL - 1, 0, {locality});")
     lines.append("      } }")
     lines += [f"    vf x{v} = VLOAD(xp + {v} * VL);" for v in range(nv)]
     lines.append("    const float* wp = w + (size_t)j * ldw;")
