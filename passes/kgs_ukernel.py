@@ -335,8 +335,10 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
         qt = _ceil_div(poh, tiles)  # balanced: no short last tile
         tiles = _ceil_div(poh, qt)
     flags = (ACCUMULATE if tied or residual else 0) | (RELU if relu else 0)
-    if n * img * 4 >= _STREAM_INPUT:  # streams from memory (R(2+1)D's first temporal convs: 10-14% faster;
-        flags |= STREAM                # with every conv streaming, C3D's and S3D's in-cache layers ran 6-30% slower)
+    # An input that streams from memory is prefetched into L2 only (R(2+1)D's first temporal
+    # convs: 10-14% faster; with every conv streaming, C3D's and S3D's in-cache layers ran 6-30% slower).
+    if n * img * 4 >= _STREAM_INPUT:
+        flags |= STREAM
     # Launch order: output frames fastest, so the workgroups that run one after another read
     # neighbouring frames (temporal convs: the same input frames; R(2+1)D dense 197 -> 193 ms,
     # KGS ~1%). The fused pool keeps tiles fastest (its frames are pooled into one output).

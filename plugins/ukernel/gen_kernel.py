@@ -510,33 +510,33 @@ void rt3d_maxpool3d_workgroup(
   // ppw planes in turn (small frames: S3D's 7x7 pools ran at a sixth of memory speed with
   // one 49-element plane per workgroup).
   for (size_t p = wg_y * (size_t)ppw; p < p_end; ++p) {
-  const float* xp = x + p * (size_t)d * hw;
-  float* op = out + (p * (size_t)od + wg_x) * (size_t)oh * (size_t)ow;
-  for (int r = 0; r < oh; ++r) {
-    const int r0 = r * sh - hl;
-    int first = 1;
-    for (int a = f0 < 0 ? -f0 : 0; a < kd && f0 + a < d; ++a) {
-      for (int b = r0 < 0 ? -r0 : 0; b < kh && r0 + b < h; ++b) {
-        const float* src = xp + (size_t)(f0 + a) * hw + (size_t)(r0 + b) * (size_t)w;
-        int c = 0;
-        for (; c + VL <= cols; c += VL) {
-          VSTORE(in + c, first ? VLOAD(src + c) : vmax_nan(VLOAD(src + c), VLOAD(in + c)));
+    const float* xp = x + p * (size_t)d * hw;
+    float* op = out + (p * (size_t)od + wg_x) * (size_t)oh * (size_t)ow;
+    for (int r = 0; r < oh; ++r) {
+      const int r0 = r * sh - hl;
+      int first = 1;
+      for (int a = f0 < 0 ? -f0 : 0; a < kd && f0 + a < d; ++a) {
+        for (int b = r0 < 0 ? -r0 : 0; b < kh && r0 + b < h; ++b) {
+          const float* src = xp + (size_t)(f0 + a) * hw + (size_t)(r0 + b) * (size_t)w;
+          int c = 0;
+          for (; c + VL <= cols; c += VL) {
+            VSTORE(in + c, first ? VLOAD(src + c) : vmax_nan(VLOAD(src + c), VLOAD(in + c)));
+          }
+          if (c < cols) {  // tail: nothing past the input row read; its lanes past the row are -inf
+            const vf t = vload_n(src + c, cols - c, ninf);
+            VSTORE(in + c, first ? t : vmax_nan(t, VLOAD(in + c)));
+          }
+          first = 0;
         }
-        if (c < cols) {  // tail: nothing past the input row read; its lanes past the row are -inf
-          const vf t = vload_n(src + c, cols - c, ninf);
-          VSTORE(in + c, first ? t : vmax_nan(t, VLOAD(in + c)));
-        }
-        first = 0;
+      }
+      const float* padded = in - wl;
+      float* o = op + (size_t)r * (size_t)ow;
+      if (kw == 2 && sw == 2) {
+        max_pairs(padded, o, ow, 1);
+      } else {
+        pool_windows(padded, o, ow, kw, sw);
       }
     }
-    const float* padded = in - wl;
-    float* o = op + (size_t)r * (size_t)ow;
-    if (kw == 2 && sw == 2) {
-      max_pairs(padded, o, ow, 1);
-    } else {
-      pool_windows(padded, o, ow, kw, sw);
-    }
-  }
   }
 }
 """
