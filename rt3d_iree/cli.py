@@ -123,10 +123,24 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--resume", action="store_true", help="continue from the work folder's last checkpoint")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    ptab = sub.add_parser("prune-table", help="the paper's Table 1 on synthetic data (width-reduced models)")
+    ptab = sub.add_parser("prune-table", help="the paper's Table 1 on synthetic data (width-reduced models), "
+                          "mean +- sd over seeds and McNemar tests of the paper's orderings")
     ptab.add_argument("--out", default="rt3d-out")
-    ptab.add_argument("--models", default="c3d,r2plus1d")
+    ptab.add_argument("--models", help="comma-separated (default c3d,r2plus1d; --quick: c3d)")
+    ptab.add_argument("--seeds", help="comma-separated seeds, each its own dense model and data (default 0,1; "
+                      "--quick: 0)")
+    ptab.add_argument("--full-grid", action="store_true",
+                      help="all 4 (scheme, rate) rows x 3 algorithms instead of the paper's 6 cells per model")
     ptab.add_argument("--quick", action="store_true", help="tiny data and epochs (minutes; what CI runs)")
+    ptab.add_argument("--epochs", type=int, help="epochs for each of regularization and retraining")
+    ptab.add_argument("--reg-epochs", type=int)
+    ptab.add_argument("--retrain-epochs", type=int)
+    ptab.add_argument("--dense-epochs", type=int)
+    ptab.add_argument("--rounds", type=int, help="reweighting rounds / heuristic pruning steps")
+    ptab.add_argument("--train-clips", type=int)
+    ptab.add_argument("--val-clips", type=int)
+    ptab.add_argument("--width", type=float, help="channel width multiplier (default 0.125)")
+    ptab.add_argument("--size", type=int, help="frame height = width (default 32; --quick: 16)")
     ptab.add_argument("--quiet", action="store_true", help="no progress bars")
 
     rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D) on PyTorch, ONNX Runtime, stock IREE "
@@ -269,7 +283,20 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         from .prune.table import TableSettings, prune_table
 
         settings = TableSettings.quick() if args.quick else TableSettings()
-        settings = replace(settings, models=tuple(m.strip() for m in args.models.split(",") if m.strip()))
+        over: dict = {k: getattr(args, k) for k in ("reg_epochs", "retrain_epochs", "dense_epochs", "rounds",
+                                                     "train_clips", "val_clips", "width", "size")
+                      if getattr(args, k) is not None}
+        if args.epochs is not None:
+            over.setdefault("reg_epochs", args.epochs)
+            over.setdefault("retrain_epochs", args.epochs)
+        if args.models is not None:
+            over["models"] = tuple(m.strip().lower() for m in args.models.split(",") if m.strip())
+        if args.seeds is not None:
+            try:
+                over["seeds"] = tuple(int(v) for v in args.seeds.split(",") if v.strip())
+            except ValueError:
+                raise Rt3dError(f"bad --seeds {args.seeds!r}", "give integers separated by commas, e.g. 0,1") from None
+        settings = replace(settings, full_grid=args.full_grid, **over)  # validates before any training
         res = prune_table(args.out, settings, progress=not args.quiet)
         print(res["table"])
         print(f"\nwrote {args.out}/prune_table.json, prune_table.csv, prune_table.md, prune_table.png")
