@@ -3,9 +3,11 @@
 ``prune(config)`` runs one algorithm end to end. It trains on the CPU by default, and
 under ``torchrun`` it trains with DistributedDataParallel over the gloo backend (every
 process holds the same masks and penalties; rank 0 writes checkpoints and shows progress).
+The algorithms themselves live in :class:`~rt3d_iree.prune.pruner.Pruner`, the object a
+user drives from their own loop: this module only schedules its calls over the phases.
 
 Every epoch ends with a checkpoint holding the weights, masks, optimizer, scheduler and
-penalty state, and the epoch counter. Randomness is derived from (seed, epoch) alone, so
+pruner state (reference, penalties, masks), and the epoch counter. Randomness is derived from (seed, epoch) alone, so
 a run killed at any point and resumed from its last checkpoint continues exactly as the
 uninterrupted run would have.
 """
@@ -30,9 +32,9 @@ from tqdm import tqdm
 from ..errors import Rt3dError
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .importance import GroupLasso, Reweighted, magnitude_scores, reference_rms, select_to_rate
-from .pruners import DEFAULT_LAMBDA, Phase, plan
-from .structure import ModelUnits, Structure, check_structure
+from .pruner import Pruner
+from .pruners import Phase, plan
+from .structure import Structure, check_structure
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ def _model_spec(cfg: PruneConfig, num_classes: int) -> dict[str, Any]:
 
 
 class Trainer:
-    """One pruning run's state: model, masks, regularizer, optimizer, history."""
+    """One pruning run's state: model, pruner (masks, penalties), optimizer, history."""
 
     def __init__(self, cfg: PruneConfig, workdir: Path, progress: bool = True, resuming: bool = False) -> None:
         self.cfg, self.workdir, self.progress = cfg, Path(workdir), progress
@@ -163,12 +165,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.num_classes, cfg.width, cfg.frames, cfg.size)
         self.example = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size)
-        self.structure = Structure(cfg.scheme, cfg.group_size)
-        self.units = ModelUnits(self.model, self.example, self.structure)
-        # Fail now, not after an hour of training, if the target is out of reach even when each
-        # layer's floor happens to be its most expensive units.
-        costly = {n: lyr.unit_macs.clone() for n, lyr in self.units.layers.items()}
-        select_to_rate(self.units, costly, cfg.rate, None, cfg.min_keep)
+        # Validates the target now, not after an hour of training.
+        self.pruner = Pruner(self.model, self.example, cfg.scheme, cfg.group_size, cfg.rate, cfg.algorithm,
+                             cfg.lam, cfg.min_keep)
+        self.structure, self.units = self.pruner.structure, self.pruner.units
         for n, lyr in self.units.layers.items():
             if (lyr.gm, lyr.gn) != tuple(cfg.group_size):
                 logger.info("%s (%d filters x %d channels) is smaller than a %dx%d group: its group is %dx%d",
@@ -179,14 +179,15 @@ class Trainer:
                            0 if cfg.from_dense else cfg.dense_epochs)
         if cfg.from_dense and not resuming:  # a resumed run has the dense weights in its checkpoint
             self._load_dense(cfg.from_dense)
-        self.masks: dict[str, torch.Tensor] | None = None
-        self.ref: dict[str, float] | None = None
-        self.reg: GroupLasso | Reweighted | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.teacher: nn.Module | None = None
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor] | None:
+        return self.pruner.masks
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -221,20 +222,13 @@ class Trainer:
 
     def _begin_phase(self, phase: Phase) -> None:
         """What happens before a phase's first epoch (deterministic, so resume can redo it)."""
-        if phase.kind != "dense" and self.ref is None:
-            self.ref = reference_rms(self.units)
+        if phase.kind != "dense" and not self.pruner.started:
+            self.pruner.start()
             self.dense_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         if phase.prune_to is not None:
-            scores = magnitude_scores(self.units, self.ref)
-            self.masks = select_to_rate(self.units, scores, phase.prune_to, self.masks, self.cfg.min_keep)
-            self.units.apply(self.masks)
-            logger.info("pruned to %.2fx whole-model FLOPs", self.units.rate(self.masks))
-            self.reg = None
-        if phase.kind == "regularize":
-            if self.reg is None:
-                self.reg = Reweighted(self.units) if self.cfg.algorithm == "reweighted" else GroupLasso(self.units)
-            elif phase.reweight:
-                self.reg.reweight()
+            self.pruner.apply(phase.prune_to)
+        if phase.kind == "regularize" and (phase.reweight or self.pruner.rounds == 0):
+            self.pruner.reweight()
         self._make_optimizer(phase)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -247,8 +241,8 @@ class Trainer:
                                                            "group_size": list(self.structure.group_size)},
             "state_dict": self.model.state_dict(),
             "masks": self.masks,
-            "ref_rms": self.ref,
-            "regularizer": None if self.reg is None else {"kind": self.reg.name, **self.reg.state_dict()},
+            "ref_rms": self.pruner.ref,
+            "pruner": self.pruner.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch,
@@ -268,16 +262,11 @@ class Trainer:
             raise Rt3dError(f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
                             f"{self.dist.world}", "resume with the same torchrun --nproc-per-node as the first run")
         self.model.load_state_dict(state["state_dict"])
-        self.masks = state["masks"]
-        self.ref = state["ref_rms"]
+        self.pruner.load_state_dict(state["pruner"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.dense_accuracy = state["dense_accuracy"]
         self.dense_state = state["dense_state"]
-        reg = state["regularizer"]
-        if reg is not None:
-            self.reg = Reweighted(self.units) if reg["kind"] == "reweighted" else GroupLasso(self.units)
-            self.reg.load_state_dict(reg)
         epochs = self._epoch_plan()
         mid_phase = self.epoch < len(epochs) and epochs[self.epoch][1] > 0
         if self.epoch > 0 and (mid_phase or self.epoch == len(epochs)) and state["optimizer"] is not None:
@@ -319,7 +308,6 @@ class Trainer:
         self.model.train()
         loss_sum = reg_sum = 0.0
         steps = 0
-        lam = self.cfg.lam if self.cfg.lam is not None else DEFAULT_LAMBDA.get(self.cfg.algorithm, 0.0)
         use_kd = phase.kind == "retrain" and self.cfg.distill > 0
         if use_kd and self.teacher is None:
             self.teacher = copy.deepcopy(self.model)
@@ -338,17 +326,15 @@ class Trainer:
                 kd = nn.functional.kl_div(nn.functional.log_softmax(out / t, 1), nn.functional.softmax(t_out / t, 1),
                                           reduction="batchmean") * t * t
                 loss = (1 - self.cfg.distill) * loss + self.cfg.distill * kd
-            total = loss
-            if phase.kind == "regularize" and self.reg is not None:
-                r = self.reg()
-                total = loss + lam * r
-                reg_sum += float(r.detach())
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            loss.backward()
+            lr = self.optimizer.param_groups[0]["lr"]
+            if phase.kind != "dense":  # the dense phase trains before the pruner's reference is taken
+                reg_sum += self.pruner.regularize(self.model)
             self.optimizer.step()
+            if phase.kind != "dense":
+                self.pruner.step(lr)
             self.scheduler.step()
-            if self.masks is not None:
-                self.units.apply(self.masks)
             loss_sum += float(loss.detach())
             steps += 1
             bar.set_postfix(loss=f"{loss_sum / steps:.3f}")
@@ -388,7 +374,7 @@ class Trainer:
     def report(self) -> dict[str, Any]:
         masks = self.masks if self.masks is not None else self.units.full_masks()
         final = self.history[-1]["accuracy"] if self.history else self.evaluate()
-        rows = self.units.layer_report(masks)
+        rows = self.pruner.layer_report() if self.pruner.started else self.units.layer_report(masks)
         params = sum(p.numel() for p in self.model.parameters())
         pruned_params = sum(r["params"] - r["kept_params"] for r in rows)
         return {

@@ -98,7 +98,7 @@ def test_sigkill_mid_epoch_resumes_with_identical_masks_and_optimizer(tmp_path):
     assert not killed.exists()  # no half-written final file
     last = load_checkpoint(work / "last.pt")  # the per-epoch checkpoint is intact
     assert last["epoch"] == snapshot["epoch"] == 3, f"the kill came {elapsed:.2f}s later, not mid-epoch"
-    assert last["masks"] is None and last["regularizer"]["rounds"] == 1
+    assert last["masks"] is None and last["pruner"]["rounds"] == 1
     assert last["optimizer"]["state"] and last["scheduler"]["last_epoch"] > 0  # mid-phase state to restore
 
     subprocess.run([*CLI, "prune", *args, "-o", str(killed), "--resume"], check=True, env=env,
