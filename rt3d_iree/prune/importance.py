@@ -17,10 +17,11 @@ Regularizers are computed on the live weights (with gradient), as the method req
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import Rt3dError
-from .structure import ModelUnits
+from .structure import FlopsCounter, ModelUnits
 
 
 def reference_rms(units: ModelUnits) -> dict[str, float]:
@@ -46,44 +47,99 @@ def select_to_rate(
     rate: float,
     keep: dict[str, torch.Tensor] | None = None,
     min_keep: float = 0.03,
+    *,
+    tolerance: float = 0.01,
+    credit: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Masks that remove the lowest-scored units, across all layers, until the whole
-    model's FLOPs drop ``rate``x.
+    model's FLOPs drop ``rate``x: the result's rate r satisfies rate <= r <= rate * (1 + tolerance).
 
-    Units already pruned in ``keep`` stay pruned. Each layer keeps at least ``min_keep`` of
-    its units (and at least one), so no layer is cut off entirely. Raises when the rate
-    cannot be reached under that floor.
+    Units already pruned in ``keep`` stay pruned (if they alone reach the rate, ``keep`` is
+    returned as it is, even past the window). Each layer keeps at least ``min_keep`` of
+    its units (and at least one), so no layer is cut off entirely. MACs are counted as
+    :meth:`ModelUnits.kept_macs` does (``credit``: removed filters also remove the next
+    layer's input channel), exactly for every tentative step.
+
+    Hitting a 1% window is a small subset-sum problem, because units are coarse (a vanilla
+    group of an early layer can be several % of the model) and, with the credit, not
+    additive (the last unit of a filter also frees the next layer's channel). So:
+
+    1. greedy: units in ascending score; a unit whose removal would land below the window
+       (rate too high) is passed over for the next one;
+    2. repair, if the greedy pass ends above the window because every unit left overshoots:
+       a short local search of exactly measured single moves (un-prune a unit pruned here,
+       or prune one more), landing in the window when one move can, else approaching it
+       by the largest move that does not cross it (see :func:`_repair`).
+
+    Raises Rt3dError when the rate cannot be reached under the floor, or when the window
+    cannot be hit because the units left are too coarse.
     """
     if not rate >= 1.0:
         raise Rt3dError(f"FLOPs reduction rate must be >= 1 (got {rate})", "ask for a rate such as 2.6 or 3.6")
-    target_kept = units.dense_macs / rate
-    masks = {n: (keep[n].clone() if keep is not None else torch.ones(lyr.shape, dtype=torch.bool))
+    masks = {n: (keep[n].clone().bool() if keep is not None else torch.ones(lyr.shape, dtype=torch.bool))
              for n, lyr in units.layers.items()}
-    kept = units.kept_macs(masks)
-    if kept <= target_kept:
+    count = units.counter(masks, credit)
+    hi = units.dense_macs / rate  # kept MACs in [lo, hi] <=> rate in [rate, rate * (1 + tolerance)]
+    lo = units.dense_macs / (rate * (1 + tolerance))
+    if count.kept <= hi:
         return masks
-    cand_score, cand_cost, cand_layer, cand_index = [], [], [], []
-    layer_names = list(units.layers)
-    for li, n in enumerate(layer_names):
-        lyr = units.layers[n]
-        s = scores[n].reshape(-1).double()
-        alive = masks[n].reshape(-1)
-        floor = max(1, int(round(min_keep * s.numel())))
-        idx = torch.nonzero(alive).flatten()
-        if idx.numel() <= floor:
+    names = list(units.layers)
+    flat = {n: masks[n].reshape(-1).numpy().copy() for n in names}
+    alive = {n: int(flat[n].sum()) for n in names}
+    floor = {n: max(1, int(round(min_keep * flat[n].size))) for n in names}
+    cand_score, cand_layer, cand_index = [], [], []
+    for li, n in enumerate(names):
+        idx = np.flatnonzero(flat[n])
+        cand_score.append(scores[n].reshape(-1).double().numpy()[idx])
+        cand_layer.append(np.full(idx.size, li))
+        cand_index.append(idx)
+    score, layer, index = (np.concatenate(a) for a in (cand_score, cand_layer, cand_index))
+    order = np.argsort(score, kind="stable")
+    _check_reachable(units, masks, names, flat, floor, score, layer, index, order, rate, min_keep, hi, credit)
+
+    pruned: list[int] = []  # candidates pruned here, in the order they were pruned
+    for j in order.tolist():
+        if count.kept <= hi:
+            break
+        n, u = names[layer[j]], int(index[j])
+        if alive[n] <= floor[n]:
             continue
-        order = idx[torch.argsort(s[idx], stable=True)]
-        prunable = order[: idx.numel() - floor]
-        cand_score.append(s[prunable])
-        cand_cost.append(lyr.unit_macs.reshape(-1)[prunable])
-        cand_layer.append(torch.full_like(prunable, li))
-        cand_index.append(prunable)
-    empty = torch.zeros(0, dtype=torch.float64)
-    score = torch.cat(cand_score) if cand_score else empty
-    cost = torch.cat(cand_cost) if cand_cost else empty
-    need = kept - target_kept
-    if float(cost.sum()) < need:
-        ceiling = units.dense_macs / (kept - float(cost.sum()))
+        count.remove(n, u)
+        if count.kept < lo:
+            count.restore(n, u)
+            continue
+        flat[n][u] = False
+        alive[n] -= 1
+        pruned.append(j)
+    if count.kept > hi:
+        _repair(count, names, flat, alive, floor, score, layer, index, pruned, lo, hi)
+    reached = units.dense_macs / max(1.0, count.exact_kept())  # summed afresh, as units.rate() does
+    if not rate <= reached <= rate * (1 + tolerance):
+        gm, gn = units.structure.group_size
+        raise Rt3dError(
+            f"a {rate:g}x whole-model FLOPs reduction cannot be hit within {tolerance:.0%} with "
+            f"{units.structure.scheme} units ({gm}x{gn} groups): the units left are too coarse "
+            f"(the search ended at {reached:.3f}x)",
+            "use smaller groups or a finer scheme, a lower min_keep, or a larger tolerance",
+        )
+    return {n: torch.from_numpy(flat[n]).reshape(units.layers[n].shape) for n in names}
+
+
+def _check_reachable(units: ModelUnits, masks: dict[str, torch.Tensor], names: list[str],
+                     flat: dict[str, np.ndarray], floor: dict[str, int], score: np.ndarray, layer: np.ndarray,
+                     index: np.ndarray, order: np.ndarray, rate: float, min_keep: float, hi: float,
+                     credit: bool) -> None:
+    """Raise when even pruning everything but each layer's floor (its best-scored units) is not enough."""
+    least = {n: flat[n].copy() for n in names}
+    left = {n: int(least[n].sum()) for n in names}
+    for j in order.tolist():
+        n = names[layer[j]]
+        if left[n] > floor[n]:
+            least[n][index[j]] = False
+            left[n] -= 1
+    kept = units.kept_macs({n: torch.from_numpy(least[n]).reshape(masks[n].shape) for n in names}, credit)
+    if kept > hi:
+        ceiling = units.dense_macs / kept
         gm, gn = units.structure.group_size
         raise Rt3dError(
             f"a {rate:g}x whole-model FLOPs reduction cannot be reached with {units.structure.scheme} units "
@@ -91,30 +147,66 @@ def select_to_rate(
             "(at least one) and linear layers stay dense",
             f"ask for a rate of at most {ceiling:.2f}x, or use smaller groups / a finer scheme",
         )
-    layer = torch.cat(cand_layer)
-    index = torch.cat(cand_index)
-    # Lowest score first; a unit that would overshoot the target by more than 1% of the
-    # model is passed over for the next one, so coarse units (vanilla groups of a small
-    # layer) do not push the rate far past what was asked.
-    order = torch.argsort(score, stable=True).tolist()
-    slack = 0.01 * units.dense_macs
-    cost_l = cost.tolist()
-    taken = 0.0
-    skipped = []
-    for j in order:
-        if taken >= need:
-            break
-        if taken + cost_l[j] > need + slack:
-            skipped.append(j)
-            continue
-        taken += cost_l[j]
-        masks[layer_names[int(layer[j])]].view(-1)[int(index[j])] = False
-    for j in skipped:  # nothing small enough was left: overshoot with the best-ranked
-        if taken >= need:
-            break
-        taken += cost_l[j]
-        masks[layer_names[int(layer[j])]].view(-1)[int(index[j])] = False
-    return masks
+
+
+def _repair(count: FlopsCounter, names: list[str], flat: dict[str, np.ndarray], alive: dict[str, int],
+            floor: dict[str, int], score: np.ndarray, layer: np.ndarray, index: np.ndarray, pruned: list[int],
+            lo: float, hi: float, steps: int = 64) -> None:
+    """Second step of :func:`select_to_rate`, when every unit left would overshoot the window.
+
+    A local search over single moves, each measured exactly (tentative remove / restore,
+    then undo): un-prune a unit pruned here, or prune an alive unit above its layer's
+    floor. A move that lands inside the window wins (the best-scored un-prune, or the
+    lowest-scored prune); otherwise the largest move that approaches the window without
+    crossing it; otherwise the smallest one that crosses it, and the search turns back.
+    A unit moves at most once, so the search cannot cycle. Leaves ``count`` / ``flat`` as
+    it ends, in the window or not (the caller checks).
+    """
+    restorable = set(pruned)
+    removable = {j for j in range(score.size) if flat[names[layer[j]]][index[j]]}
+    for _ in range(steps):
+        kept = count.kept
+        if lo <= kept <= hi:
+            return
+        adding = kept < lo
+        need_min, need_max = (lo - kept, hi - kept) if adding else (kept - hi, kept - lo)
+        moves: list[tuple[float, int]] = []
+        for j in sorted(restorable if adding else removable):
+            n, u = names[layer[j]], int(index[j])
+            if adding:
+                count.restore(n, u)
+                effect = count.kept - kept
+                count.remove(n, u)
+            else:
+                if alive[n] <= floor[n]:
+                    continue
+                count.remove(n, u)
+                effect = kept - count.kept
+                count.restore(n, u)
+            if effect > 0:
+                moves.append((effect, j))
+        if not moves:
+            return
+        sign = -1.0 if adding else 1.0  # prefer un-pruning high scores, pruning low ones
+        inside = [m for m in moves if need_min <= m[0] <= need_max]
+        short = [m for m in moves if m[0] < need_min]
+        if inside:
+            _, j = min(inside, key=lambda m: sign * score[m[1]])
+        elif short:
+            _, j = max(short, key=lambda m: (m[0], -sign * score[m[1]]))
+        else:
+            _, j = min(moves, key=lambda m: (m[0], sign * score[m[1]]))
+        n, u = names[layer[j]], int(index[j])
+        if adding:
+            count.restore(n, u)
+            restorable.discard(j)
+            flat[n][u] = True
+            alive[n] += 1
+        else:
+            count.remove(n, u)
+            removable.discard(j)
+            flat[n][u] = False
+            alive[n] -= 1
 
 
 class GroupLasso:

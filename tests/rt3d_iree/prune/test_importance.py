@@ -1,11 +1,12 @@
-"""Regularizers: computed on the live weights, reweighted penalties track the FLOPs kept."""
+"""Regularizers (computed on the live weights, reweighted penalties track the FLOPs kept), and
+selection under earlier pruning and the per-layer floor."""
 
 from __future__ import annotations
 
 import torch
 
 from rt3d_iree.models import C3D
-from rt3d_iree.prune.importance import GroupLasso, Reweighted
+from rt3d_iree.prune.importance import GroupLasso, Reweighted, magnitude_scores, reference_rms, select_to_rate
 from rt3d_iree.prune.structure import ModelUnits, Structure
 
 
@@ -58,3 +59,17 @@ def test_penalty_state_round_trips():
     b = Reweighted(units)
     b.load_state_dict(a.state_dict())
     assert b.rounds == a.rounds and all(torch.equal(a.penalty[n], b.penalty[n]) for n in a.penalty)
+
+
+def test_selection_keeps_earlier_pruning_and_the_floor_and_lands_in_the_window():
+    for scheme in ("filter", "vanilla", "kgs"):
+        units = _units(scheme)
+        first = select_to_rate(units, magnitude_scores(units, reference_rms(units)), 1.8)
+        gen = torch.Generator().manual_seed(3)
+        scores = {n: torch.rand(lyr.shape, generator=gen, dtype=torch.float64) for n, lyr in units.layers.items()}
+        second = select_to_rate(units, scores, 3.0, keep=first, min_keep=0.1)
+        assert 3.0 <= units.rate(second) <= 3.03, (scheme, units.rate(second))
+        for n, m in second.items():
+            assert not bool((m & ~first[n]).any()), (scheme, n)  # what was pruned stays pruned
+            floor = min(int(first[n].sum()), max(1, round(0.1 * m.numel())))
+            assert int(m.sum()) >= floor, (scheme, n)
