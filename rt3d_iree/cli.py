@@ -143,6 +143,18 @@ def _parser() -> argparse.ArgumentParser:
     ptab.add_argument("--size", type=int, help="frame height = width (default 32; --quick: 16)")
     ptab.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    cal = sub.add_parser("calibrate", help="can the built-in benchmark tell pruning methods apart? parameter-free "
+                         "estimators and dense C3D at the table's width and half of it")
+    cal.add_argument("--out", default="rt3d-out")
+    cal.add_argument("--seeds", help="comma-separated seeds (default 0,1)")
+    cal.add_argument("--quick", action="store_true", help="tiny data and epochs (what CI runs)")
+    cal.add_argument("--dense-epochs", type=int)
+    cal.add_argument("--train-clips", type=int)
+    cal.add_argument("--val-clips", type=int)
+    cal.add_argument("--width", type=float, help="the table's width (default 0.125); half of it is compared")
+    cal.add_argument("--size", type=int, help="frame height = width (default 32; --quick: 16)")
+    cal.add_argument("--quiet", action="store_true", help="no progress bars")
+
     rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D) on PyTorch, ONNX Runtime, stock IREE "
                          "and rt3d dense / KGS: the paper's Table 2 on this machine")
     rep.add_argument("--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
@@ -278,28 +290,17 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     elif args.cmd == "prune":
         _prune(args)
     elif args.cmd == "prune-table":
-        from dataclasses import replace
+        from .prune.table import prune_table
 
-        from .prune.table import TableSettings, prune_table
-
-        settings = TableSettings.quick() if args.quick else TableSettings()
-        over: dict = {k: getattr(args, k) for k in ("reg_epochs", "retrain_epochs", "dense_epochs", "rounds",
-                                                     "train_clips", "val_clips", "width", "size")
-                      if getattr(args, k) is not None}
-        if args.epochs is not None:
-            over.setdefault("reg_epochs", args.epochs)
-            over.setdefault("retrain_epochs", args.epochs)
-        if args.models is not None:
-            over["models"] = tuple(m.strip().lower() for m in args.models.split(",") if m.strip())
-        if args.seeds is not None:
-            try:
-                over["seeds"] = tuple(int(v) for v in args.seeds.split(",") if v.strip())
-            except ValueError:
-                raise Rt3dError(f"bad --seeds {args.seeds!r}", "give integers separated by commas, e.g. 0,1") from None
-        settings = replace(settings, full_grid=args.full_grid, **over)  # validates before any training
-        res = prune_table(args.out, settings, progress=not args.quiet)
+        res = prune_table(args.out, _table_settings(args), progress=not args.quiet)
         print(res["table"])
         print(f"\nwrote {args.out}/prune_table.json, prune_table.csv, prune_table.md, prune_table.png")
+    elif args.cmd == "calibrate":
+        from .prune.calibrate import calibrate
+
+        res = calibrate(args.out, _table_settings(args), progress=not args.quiet)
+        print(res["table"])
+        print(f"\nwrote {args.out}/calibration.json, calibration.md")
     elif args.cmd == "tune":
         from .tune import LAYERS, QUICK_LAYERS, record, tune
 
@@ -319,6 +320,29 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         write_results(args.out, "tune", res, table)
         print(table)
     return 0
+
+
+def _table_settings(args: argparse.Namespace):
+    """TableSettings from `prune-table` / `calibrate` arguments (validated before any training)."""
+    from dataclasses import replace
+
+    from .prune.table import TableSettings
+
+    settings = TableSettings.quick() if args.quick else TableSettings()
+    over: dict = {k: getattr(args, k, None) for k in ("reg_epochs", "retrain_epochs", "dense_epochs", "rounds",
+                                                       "train_clips", "val_clips", "width", "size")}
+    over = {k: v for k, v in over.items() if v is not None}
+    if getattr(args, "epochs", None) is not None:
+        over.setdefault("reg_epochs", args.epochs)
+        over.setdefault("retrain_epochs", args.epochs)
+    if getattr(args, "models", None) is not None:
+        over["models"] = tuple(m.strip().lower() for m in args.models.split(",") if m.strip())
+    if args.seeds is not None:
+        try:
+            over["seeds"] = tuple(int(v) for v in args.seeds.split(",") if v.strip())
+        except ValueError:
+            raise Rt3dError(f"bad --seeds {args.seeds!r}", "give integers separated by commas, e.g. 0,1") from None
+    return replace(settings, full_grid=getattr(args, "full_grid", False), **over)
 
 
 def _prune(args: argparse.Namespace) -> None:

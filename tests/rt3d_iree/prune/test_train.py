@@ -29,7 +29,7 @@ TINY_ARGS = ["--width", "0.125", "--size", "16", "--train-clips", "96", "--val-c
 def test_every_algorithm_reaches_the_rate_with_exact_structure(tmp_path, algorithm, scheme):
     cfg = PruneConfig(scheme=scheme, algorithm=algorithm, rate=2.0, **TINY)
     res = prune(cfg, tmp_path / "p.pt", progress=False)
-    assert 2.0 <= res.rate <= 2.3
+    assert 2.0 <= res.rate <= 2.02  # the 1% window of every scheme and algorithm
     state = load_checkpoint(tmp_path / "p.pt")
     model, _ = model_from_checkpoint(state)
     assert check_structure(model, Structure(scheme, (8, 4)), state["masks"]) == []
