@@ -46,7 +46,10 @@ def test_bench_times_dense_and_pruned_from_one_checkpoint(pruned, tmp_path):
     proc = rt3d("bench", str(pruned), "--repetitions", "2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["dense (before pruning)", "kgs reweighted 2.60x FLOPs"]
+    assert rows[0]["variant"] == "dense (before pruning)"
+    variant = rows[1]["variant"]  # the rate reached: within 1% above the 2.6x target, never below
+    assert variant.startswith("kgs reweighted ") and variant.endswith("x FLOPs"), variant
+    assert 2.6 <= float(variant.split()[2].rstrip("x")) <= 2.6 * 1.01 + 0.005, variant
     for r in rows:
         assert r["max_rel_error"] <= TOLERANCE and r["median_ms"] > 0
 
