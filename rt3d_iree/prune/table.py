@@ -356,7 +356,7 @@ def _plot(aggregates: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(a["model"] for a in aggregates))
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(8 * len(models), 4), squeeze=False)
     width = 0.27
     for ax, model in zip(axes[0], models, strict=True):
         mine = {(a["scheme"], a["rate_target"], a["algorithm"]): a for a in aggregates if a["model"] == model}
@@ -385,7 +385,7 @@ def _plot(aggregates: list[dict[str, Any]], path: Path) -> None:
         low = min([d] + [a["accuracy_mean"] - (a["accuracy_sd"] or 0.0) for a in mine.values()])
         ax.set_ylim(max(0.0, low - 10), 100)
         ax.set_title(f"{model} (synthetic benchmark, mean ± sd over {dense['seeds']} seed(s))")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a bar
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
