@@ -82,7 +82,6 @@ class PanningClips(Dataset):
         seed: data set identity: train, validation and test sets use different seeds.
         distractors: at most this many same-size objects moving in random directions (a clip
             of difficulty d in [0, 1) has int(d * (distractors + 1))).
-        min_distractors: the fewest distractors (on the easiest clips).
         contrast: the easiest clips' object texture amplitude relative to the scene's;
             it falls to 0.4 of that at difficulty 1, and the camera's top speed rises from
             1.4 to 2 px per frame.
@@ -106,7 +105,7 @@ class PanningClips(Dataset):
 
     def __init__(self, n: int, frames: int = 16, size: int = 32, seed: int = 0, distractors: int = 5,
                  contrast: float = 0.4, colour: float = 0.6, noise: float = 0.05, jitter: float = 24.0,
-                 lures: float = 0.7, hue_gap: float = 60.0, min_distractors: int = 0, augment: bool = False,
+                 lures: float = 0.7, hue_gap: float = 60.0, augment: bool = False,
                  cache: bool = True) -> None:
         if n < 1 or frames < 2 or size < 8:
             raise ValueError(f"need n >= 1, frames >= 2 and size >= 8 (got {n}, {frames}, {size})")
@@ -114,7 +113,6 @@ class PanningClips(Dataset):
         self.distractors, self.contrast, self.colour, self.noise = distractors, contrast, colour, noise
         self.jitter, self.lures, self.hue_gap = jitter, lures, hue_gap
         self.augment, self.epoch = augment, 0
-        self.min_distractors = min_distractors
         self.classes = list(DIRECTIONS)
         self.num_classes = len(DIRECTIONS)
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
@@ -156,8 +154,7 @@ class PanningClips(Dataset):
         # Each clip has its own difficulty: easy clips (few distractors, high contrast, a slow
         # camera) let training get going; hard ones separate models by capacity.
         d = rng.uniform(0, 1) ** 2  # half the clips below 0.25: enough easy ones to learn from
-        lo = min(self.min_distractors, self.distractors)
-        k = 1 + min(self.distractors, lo + int(d * (self.distractors - lo + 1)))
+        k = 1 + min(self.distractors, int(d * (self.distractors + 1)))
         scale = s / 32
         cam_dir = rng.uniform(0, 2 * np.pi)
         cam = rng.uniform(1.2, 1.4 + 0.6 * d) * scale * np.array([np.cos(cam_dir), np.sin(cam_dir)])

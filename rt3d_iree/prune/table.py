@@ -161,6 +161,15 @@ def _run(fn: Callable[..., Any], cfg: PruneConfig, path: Path, progress: bool) -
     fn(cfg, path, progress=progress)
 
 
+def _pruned(cfg: PruneConfig, path: Path, dense_state: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """The finished run at ``path`` for ``cfg`` from these dense weights, trained now if missing."""
+    state = _finished(path, cfg, dense_state)
+    if state is None:
+        _run(prune, cfg, path, progress)
+        state = load_checkpoint(path)
+    return state
+
+
 def _val_batches(cfg: PruneConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The validation clips, generated once per (model, seed) and shared by all its cells."""
     return [(x, y) for x, y in DataLoader(datasets(cfg)[1], 64)]
@@ -214,10 +223,7 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
             bar.set_postfix_str(f"{model} seed {seed} dense, same budget")
             cfg = replace(base, scheme="kgs", rate=1.0, algorithm="fixed", lam=0.0, from_dense=str(dense_path))
             path = folder / "dense_same_budget.pt"
-            state = _finished(path, cfg, dense_state)
-            if state is None:
-                _run(prune, cfg, path, progress)
-                state = load_checkpoint(path)
+            state = _pruned(cfg, path, dense_state, progress)
             runs.append(_record(model, seed, SAME_BUDGET, state, path, _correct(state, batches), dense_acc, True))
             bar.update(1)
             for cell in s.grid:
@@ -225,11 +231,8 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
                 bar.set_postfix_str(f"{model} seed {seed} {cell_name(cell)}")
                 cfg = replace(base, scheme=scheme, rate=rate, algorithm=algorithm, from_dense=str(dense_path))
                 path = folder / f"{scheme}_{rate:g}x_{algorithm}.pt"
-                state = _finished(path, cfg, dense_state)
-                if state is None:
-                    logger.info("%s seed %d: %s", model, seed, cell_name(cell))
-                    _run(prune, cfg, path, progress)
-                    state = load_checkpoint(path)
+                logger.info("%s seed %d: %s", model, seed, cell_name(cell))
+                state = _pruned(cfg, path, dense_state, progress)
                 pruned, _ = model_from_checkpoint(state)
                 problems = check_structure(pruned, Structure(scheme, s.group_size), state["masks"])
                 if problems:
