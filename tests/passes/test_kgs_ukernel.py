@@ -330,11 +330,11 @@ PADDED = [  # (conv input shape, filters, kernel, padding): D/H/W pads as torch-
 def test_pad_kernel_pads_conv_inputs(target, monkeypatch):
     """Large conv inputs are zero-padded by the pad kernel's dispatch (IREE's pad fills, then
     copies); the size threshold is lowered here so small inputs take that path too."""
-    from rt3d_iree.passes import kgs_ukernel
+    from rt3d_iree.passes.kgs import ukernel_plan
 
     import rt3d_iree
 
-    monkeypatch.setattr(kgs_ukernel, "PAD_KERNEL_MIN", 0)
+    monkeypatch.setattr(ukernel_plan, "PAD_KERNEL_MIN", 0)  # where pad_call reads it
     torch.manual_seed(3)
     for shape, f, kernel, padding in PADDED:
         conv = torch.nn.Conv3d(shape[1], f, kernel, padding=padding)
@@ -440,6 +440,7 @@ def test_inputs_that_stream_from_memory_are_prefetched_into_l2(target, monkeypat
     kernel prefetches them into L2 only); smaller ones do not. With the threshold at 0 every conv
     streams: the prefetch hints change no result, on either ISA."""
     from rt3d_iree.passes import kgs_ukernel
+    from rt3d_iree.passes.kgs import ukernel_plan
 
     import rt3d_iree
 
@@ -452,7 +453,7 @@ def test_inputs_that_stream_from_memory_are_prefetched_into_l2(target, monkeypat
                            tied=False).constants["flags"] for hw in (56, 28)}
     assert flags[56] & kgs_ukernel.STREAM and not flags[28] & kgs_ukernel.STREAM  # 32 MB and 8 MB of input
     assert flags[56] & kgs_ukernel.RELU
-    monkeypatch.setattr(kgs_ukernel, "_STREAM_INPUT", 0)
+    monkeypatch.setattr(ukernel_plan, "_STREAM_INPUT", 0)  # where plan_call reads it
     torch.manual_seed(8)
     model = torch.nn.Sequential(torch.nn.Conv3d(6, 12, (3, 1, 1), padding=(1, 0, 0)), torch.nn.ReLU(),
                                 torch.nn.Conv3d(12, 8, (1, 3, 3), padding=(0, 1, 1))).eval()
@@ -526,3 +527,67 @@ def test_residual_add_of_a_later_value_is_left_alone(ukernel):
     printed, report = run(text, ukernel)
     assert report.fused_residuals == 0 and report.convs[0].epilogue == "bias"
     assert "arith.addf" in printed
+
+
+def _conv_ops(module: ir.Module) -> list[ir.Operation]:
+    found = []
+
+    def collect(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "linalg.conv_3d_ncdhw_fcdhw":
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(collect)
+    return found
+
+
+def test_epilogue_says_what_follows_the_conv():
+    """match_epilogue reads (and leaves alone) what the kernel applies as it stores: the
+    accumulator's constant bias (else it accumulates), a ReLU that is the conv's only user, a
+    residual addition of a value computed before the conv, a max pool to fuse."""
+    from rt3d_iree.passes.kgs.epilogue import match_epilogue
+    from rt3d_iree.passes.kgs.matchers import conv_geometry
+
+    from rt3d_iree.api import load
+
+    bias = np.arange(8, dtype=np.float32)
+    ot = "tensor<1x8x4x8x8xf32>"
+    add = f"""  %sum = linalg.generic {{indexing_maps = [affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>,
+      affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>, affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, d2, d3, d4)>],
+      iterator_types = ["parallel", "parallel", "parallel", "parallel", "parallel"]}}
+      ins(%y, %r : {ot}, {ot}) outs(%e : {ot}) {{
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %s = arith.addf %p, %q : f32
+    linalg.yield %s : f32
+  }} -> {ot}
+  return %sum : {ot}"""
+    biased = module_text(weights(1), bias=bias)
+    early = biased.replace("  %zero = ", f"  %r = arith.constant dense<1.0> : {ot}\n  %zero = ", 1)
+    late = biased.replace(f"  return %y : {ot}", f"  %r = arith.constant dense<1.0> : {ot}\n" + add)
+    cases = [
+        (module_text(weights(1), bias=bias, relu=True), "bias+relu"),
+        (module_text(weights(1)), "bias"),  # a zero fill: a zero bias
+        (module_text(weights(1), init_arg=True), "accumulate"),
+        (early.replace(f"  return %y : {ot}", add), "bias+residual"),
+        (late, "bias"),  # r is computed after the conv: left alone
+    ]
+    for text, label in cases:
+        module = ir.Module.parse(text, ir.Context())
+        before = str(module)
+        (conv,) = _conv_ops(module)
+        epilogue = match_epilogue(conv, conv_geometry(conv), 8)
+        assert str(module) == before
+        assert epilogue.label == label, text
+        assert (epilogue.relu is not None) == ("relu" in label) and epilogue.pool is None
+        assert (epilogue.residual is not None) == ("residual" in label)
+        if label == "accumulate":
+            assert epilogue.bias is None
+        else:
+            np.testing.assert_array_equal(epilogue.bias, bias if "%b = " in text else np.zeros(8, np.float32))
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2)).eval()
+    module = load(model, (torch.randn(1, 3, 4, 8, 8),))
+    (conv,) = _conv_ops(module)
+    geom = conv_geometry(conv)
+    epilogue = match_epilogue(conv, geom, 8)
+    assert epilogue.label == "bias+relu+maxpool2x2x2" and epilogue.pool[1] == (2, 2, 2)
+    assert match_epilogue(conv, geom, 8, frames=(1, 2)).label == "bias+relu"  # frame ranges: no fused pool
