@@ -39,8 +39,9 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q torch==2.13.0
 "$VPY" -m pip install -q -e '.[test,onnx]'  # onnx: ONNX Runtime for `rt3d report`
 # The KGS microkernel as LLVM bitcode per ISA (AVX-512, AVX2, NEON), found by rt3d_iree/ukernels.py.
-cmake -S plugins/ukernel -B plugins/ukernel/build >/dev/null
-cmake --build plugins/ukernel/build
+# The top-level CMakeLists.txt builds it into plugins/ukernel/build.
+cmake -S . -B build >/dev/null
+cmake --build build
 # aarch64 iree-run-module / iree-benchmark-module from the manylinux aarch64 runtime wheel.
 .venv/bin/rt3d fetch-tools
 "$VPY" -c "import torch, torch_mlir, iree.compiler, iree.runtime; print('rt3d-iree environment ready: torch', torch.__version__)"

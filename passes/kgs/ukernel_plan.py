@@ -112,7 +112,7 @@ def pool_call(export: str, in_shape, out_shape, window, strides, low=(0, 0, 0)) 
 
 
 def pool_small(in_shape, out_shape, window, strides) -> bool:
-    """The kernel's test (gen_kernel.py, pool_small) for its small-plane path: stride 1 in H
+    """The kernel's test (plugins/ukernel/src/pool.h, pool_small) for its small-plane path: stride 1 in H
     and W, planes of the input's size, the input's frames in its buffer (POOL_SMALL_MAX),
     windows of at most POOL_SMALL_TAPS rows and columns."""
     d, h, w = in_shape[2:]
