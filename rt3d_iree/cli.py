@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     ptab.add_argument("--val-clips", type=int)
     ptab.add_argument("--width", type=float, help="channel width multiplier (default 0.125)")
     ptab.add_argument("--size", type=int, help="frame height = width (default 32; --quick: 16)")
+    ptab.add_argument("--jobs", type=int, default=1,
+                      help="train this many (model, seed) chains at once, in processes sharing the cores (default 1)")
     ptab.add_argument("--quiet", action="store_true", help="no progress bars")
 
     cal = sub.add_parser("calibrate", help="can the built-in benchmark tell pruning methods apart? parameter-free "
@@ -292,7 +294,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     elif args.cmd == "prune-table":
         from .prune.table import prune_table
 
-        res = prune_table(args.out, _table_settings(args), progress=not args.quiet)
+        res = prune_table(args.out, _table_settings(args), progress=not args.quiet, jobs=args.jobs)
         print(res["table"])
         print(f"\nwrote {args.out}/prune_table.json, prune_table.csv, prune_table.md, prune_table.png")
     elif args.cmd == "calibrate":

@@ -14,6 +14,11 @@ class Rt3dError(Exception):
     def __str__(self) -> str:
         return f"{self.message}\n  what to do: {self.hint}" if self.hint else self.message
 
+    def __reduce__(self) -> tuple:
+        # Why: errors raised in worker processes (prune-table --jobs) are pickled back; the
+        # default reduce passes only the message and would lose the hint.
+        return (type(self), (self.message, self.hint))
+
 
 class CompileError(Rt3dError):
     """iree-compile failed; ``reproducer`` is the folder holding the MLIR and the command."""
@@ -22,3 +27,6 @@ class CompileError(Rt3dError):
         super().__init__(message, hint)
         self.reproducer = reproducer
         self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.message, self.hint, self.reproducer, self.command))

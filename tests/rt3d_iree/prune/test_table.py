@@ -104,7 +104,8 @@ def test_grids_and_settings_validation():
             TableSettings(**bad)
 
 
-@pytest.mark.parametrize("args,text", [(["--seeds", ""], "no seed"), (["--models", "c3d,nope"], "unknown model")])
+@pytest.mark.parametrize("args,text", [(["--seeds", ""], "no seed"), (["--models", "c3d,nope"], "unknown model"),
+                                       (["--jobs", "0"], "jobs must be a positive integer")])
 def test_cli_rejects_bad_input_before_training(tmp_path, args, text):
     proc = rt3d("prune-table", "--quick", "--quiet", "--out", str(tmp_path), *args)
     assert proc.returncode != 0 and text in proc.stderr
@@ -113,7 +114,8 @@ def test_cli_rejects_bad_input_before_training(tmp_path, args, text):
 
 @pytest.mark.slow
 def test_quick_table_has_every_cell_per_seed_and_resumes(tmp_path):
-    proc = rt3d("prune-table", "--quick", "--quiet", "--seeds", "0,1", "--out", str(tmp_path))
+    # Two worker processes train the seeds' chains; the sequential run below accepts their runs.
+    proc = rt3d("prune-table", "--quick", "--quiet", "--jobs", "2", "--seeds", "0,1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "prune_table.json").read_text())
     runs = doc["runs"]
@@ -141,7 +143,8 @@ def test_quick_table_has_every_cell_per_seed_and_resumes(tmp_path):
     assert (tmp_path / "prune_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((tmp_path / "prune_table.csv").open()))
     assert len(rows) == len(runs) and "correct" not in rows[0]
-    # A second run finds every cell finished (no checkpoint rewritten) and only rewrites the table.
+    # A second run, in one process, finds every cell finished (no checkpoint rewritten) and only
+    # rewrites the table.
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "prune-table").rglob("*.pt")}
     again = rt3d("prune-table", "--quick", "--quiet", "--seeds", "0,1", "--out", str(tmp_path))
     assert again.returncode == 0, again.stderr
