@@ -181,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# Commands that time engines: they run under the benchmark malloc settings (bench.ALLOCATOR_ENV).
+# Commands that time engines: they run under the benchmark malloc settings (environment.ALLOCATOR_ENV).
 TIMING_COMMANDS = frozenset({"demo", "bench-layer", "bench", "report", "tune"})
 
 
@@ -207,7 +207,7 @@ def _reexec_with_allocator_env() -> None:
     """Run this command again under the benchmark malloc settings, so that PyTorch and ONNX
     Runtime (timed in this process) get the same allocator as the IREE tools. glibc reads
     them only at start-up, hence the re-execution (once: the new process has them)."""
-    from .bench import allocator_env, allocator_tuned
+    from .environment import allocator_env, allocator_tuned
 
     if allocator_tuned() or os.environ.get("RT3D_NO_REEXEC"):
         return

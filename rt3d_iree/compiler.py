@@ -23,6 +23,7 @@ from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
 from .errors import CompileError, Rt3dError
 from .files import atomic_write
 from .targets import KERNELS, Target
+from .tuning_store import tuned_group_size
 from .ukernels import microkernel_for
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ def kgs_options(group_size: tuple[int, int] | str, target: Target, kernel: str =
         raise Rt3dError(f"unknown kernel {kernel!r}", f"choose one of: {', '.join(KERNELS)}")
     ukernel = None if kernel == "codegen" else microkernel_for(target, required=kernel == "microkernel")
     if group_size == "auto":
-        from .tune import tuned_group_size
-
         group_size = tuned_group_size(target.name)
     try:
         gm, gn = (int(v) for v in group_size)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -18,27 +17,11 @@ from . import api
 from .bench import TOLERANCE, format_table, interleaved_medians, max_rel_error, torch_times, write_results
 from .errors import Rt3dError
 from .models import C3D, count_macs
-from .sparsity import apply_kgs_magnitude
+from .sparsity import apply_kgs_magnitude, kgs_prune_positions
 
 logger = logging.getLogger(__name__)
 
 ROUNDS = 3  # timing rounds, every engine once per round (bench.interleaved_medians)
-
-
-def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int], seed: int = 0) -> None:
-    """Keep ``keep`` random kernel positions per (gM x gN) block: balanced KGS at a fixed rate."""
-    gm, gn = group_size
-    rng = np.random.default_rng(seed)
-    w = conv.weight.data
-    f, c = w.shape[:2]
-    kvol = int(np.prod(w.shape[2:]))
-    flat = w.view(f, c, kvol)
-    with torch.no_grad():
-        for g in range(0, f, gm):
-            for b in range(0, c, gn):
-                drop = np.ones(kvol, dtype=bool)
-                drop[rng.choice(kvol, keep, replace=False)] = False
-                flat[g:g + gm, b:b + gn, torch.from_numpy(drop)] = 0
 
 
 def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int, threads: int,

@@ -20,7 +20,7 @@ more than there are cores, and the spinning caller takes a core's share from the
 iree-benchmark-module to ``SCHED_IDLE`` once its workers exist: the spin then only uses time
 no worker wants, and every IREE engine (stock, rt3d dense, rt3d KGS) runs on exactly
 ``threads`` busy threads, like PyTorch and ONNX Runtime. It also runs the tool under the
-benchmark malloc settings (rt3d_iree/bench.py, ``ALLOCATOR_ENV``).
+benchmark malloc settings (rt3d_iree/environment.py, ``ALLOCATOR_ENV``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import tools
+from .environment import allocator_env, runtime_tool
 from .errors import Rt3dError
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,6 @@ def run_with_idle_caller(cmd: list[str], timeout_s: float = 60.0) -> subprocess.
     appears covers them all; they keep the normal policy, as threads created before the
     change do not inherit it. Where the change is impossible the tool runs as is.
     """
-    from .bench import allocator_env
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=allocator_env())
     lowered = False
@@ -240,7 +240,6 @@ class LocalRunner(Runner):
         if driver not in ("local-task", "local-sync"):
             # The Python binding's device-to-host copy imports host memory, which Vulkan
             # drivers may refuse (alignment); the runtime tool reads results back itself.
-            from .bench import runtime_tool
 
             return _run_module_tool(lambda args: [runtime_tool("iree-run-module"), *args], vmfb, function,
                                     inputs, n_outputs, driver, "iree-run-module")
@@ -260,7 +259,6 @@ class LocalRunner(Runner):
         return [np.asarray(o.to_host()) for o in outs]
 
     def benchmark(self, vmfb, function, inputs, driver, threads=2, repetitions=5):
-        from .bench import runtime_tool
 
         device = self.check(driver)
         median, runs = _benchmark_module_tool(lambda args: [runtime_tool("iree-benchmark-module"), *args], vmfb,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,3 +73,19 @@ def kgs_density(weight: torch.Tensor, group_size: tuple[int, int]) -> float:
     conv = nn.Conv3d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), bias=False)
     lyr = LayerUnits("weight", conv, Structure("kgs", group_size), 0)
     return float(lyr.unit_mask_of(weight).double().mean())
+
+
+def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int], seed: int = 0) -> None:
+    """Keep ``keep`` random kernel positions per (gM x gN) block: balanced KGS at a fixed rate."""
+    gm, gn = group_size
+    rng = np.random.default_rng(seed)
+    w = conv.weight.data
+    f, c = w.shape[:2]
+    kvol = int(np.prod(w.shape[2:]))
+    flat = w.view(f, c, kvol)
+    with torch.no_grad():
+        for g in range(0, f, gm):
+            for b in range(0, c, gn):
+                drop = np.ones(kvol, dtype=bool)
+                drop[rng.choice(kvol, keep, replace=False)] = False
+                flat[g:g + gm, b:b + gn, torch.from_numpy(drop)] = 0

@@ -10,7 +10,6 @@ same FLOPs) and record the fastest per target in a small JSON file that
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +19,14 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .demo import kgs_prune_positions
 from .errors import Rt3dError
-from .files import atomic_write
 from .runners import get_runner
+from .sparsity import kgs_prune_positions
 from .targets import get_target
-from .tools import cache_dir
+from .tuning_store import DEFAULT_GROUP_SIZE, load_tuning, record, tuned_group_size, tuning_file  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GROUP_SIZE = (8, 4)
 CANDIDATES = ((4, 4), (8, 4), (16, 4), (8, 8), (4, 8))
 
 
@@ -47,35 +44,6 @@ class SynthLayer:
 # Middle layers of C3D / R(2+1)D at reduced spatial size: where the time goes.
 LAYERS = (SynthLayer(64, 128, 8, 28), SynthLayer(128, 128, 4, 14), SynthLayer(64, 64, 8, 28, (1, 3, 3)))
 QUICK_LAYERS = (SynthLayer(32, 64, 4, 14),)
-
-
-def tuning_file() -> Path:
-    return cache_dir() / "tuning.json"
-
-
-def load_tuning(path: Path | None = None) -> dict:
-    path = path or tuning_file()
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise Rt3dError(f"the tuning file {path} is corrupt",
-                        f"delete it and run `rt3d tune` again: rm {path}") from None
-
-
-def tuned_group_size(target: str, path: Path | None = None) -> tuple[int, int]:
-    """The recorded group size for ``target``, else the default 8x4."""
-    entry = load_tuning(path).get(target)
-    return tuple(entry["group_size"]) if entry else DEFAULT_GROUP_SIZE  # type: ignore[return-value]
-
-
-def record(target: str, group_size: tuple[int, int], source: str, timings: list[dict] | None = None,
-           path: Path | None = None) -> Path:
-    path = path or tuning_file()
-    data = load_tuning(path)
-    data[target] = {"group_size": list(group_size), "source": source, "timings": timings or []}
-    return atomic_write(path, json.dumps(data, indent=2))
 
 
 def tune(target: str = "host", runner: str | None = None, candidates=CANDIDATES, keep: int = 9,
