@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "ukernel"
 BUILD_DIR_ENV = "RT3D_UKERNEL_DIR"
-BUILD_COMMAND = "cmake -S plugins/ukernel -B plugins/ukernel/build && cmake --build plugins/ukernel/build"
+BUILD_COMMAND = "cmake -S . -B build && cmake --build build"
 
 
 def build_dir() -> Path:

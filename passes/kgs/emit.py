@@ -11,7 +11,7 @@ plan and a kernel configuration, and needs no IR.
 from __future__ import annotations
 
 from ..kernel_config import KernelConfig, SpirvKernelConfig, compilation_info, spirv_compilation_info
-from .options import ConvGeometry, KgsPlan
+from .options import ConvGeometry, KgsPlan, ceil_div
 
 
 def emit_kernel(
@@ -73,8 +73,8 @@ def emit_kernel(
             vq, dq = 16, q_valid
         # Whole tiles only: a partial tile is vectorized with masks, and a masked row load
         # becomes a scalar gather.
-        n_tiles = _ceil_div(q_valid, dq)
-        q_tile = _ceil_div(_ceil_div(q_valid, n_tiles), vq) * vq
+        n_tiles = ceil_div(q_valid, dq)
+        q_tile = ceil_div(ceil_div(q_valid, n_tiles), vq) * vq
         if spirv:
             q_tile = dq  # the workgroup is a whole subgroup; extra positions are dropped
         q = q_tile * n_tiles
@@ -267,10 +267,6 @@ def emit_kernel(
 {nl.join(post)}
     return {result} : {o_t}
   }}"""
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _tensor(shape: list[int]) -> str:

@@ -147,3 +147,8 @@ class PassReport:
 
 class NotHandled(Exception):
     """A conv the pass leaves to IREE; the message is the reason users see in the log."""
+
+
+def ceil_div(a: int, b: int) -> int:
+    """Ceiling of a / b for integers (grid and tile counts in both code paths)."""
+    return -(-a // b)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .options import ceil_div
 from .ukernel_abi import (
+    _CONSTANTS,
     _MAX_LANES,
     _PAD_CONSTANTS,
     _POOL_CONSTANTS,
@@ -86,8 +88,8 @@ class FrameCall:
 
     @property
     def workload(self) -> tuple[int, int, int]:
-        return (_ceil_div(self.out_shape[2], self.frames_per_workgroup),
-                _ceil_div(self.out_shape[0] * self.out_shape[1], self.planes_per_workgroup), 1)
+        return (ceil_div(self.out_shape[2], self.frames_per_workgroup),
+                ceil_div(self.out_shape[0] * self.out_shape[1], self.planes_per_workgroup), 1)
 
     def buffers(self) -> list[tuple[str, int, str]]:
         return [("x", int(np.prod(self.in_shape)), "f32"), ("y", int(np.prod(self.out_shape)), "f32")]
@@ -104,8 +106,8 @@ def pool_call(export: str, in_shape, out_shape, window, strides, low=(0, 0, 0)) 
     frames = od if small else 1  # the small-plane path does every output frame of its planes
     ppw = 1  # (more planes per workgroup on the row path: S3D's larger pools 20-50% slower)
     if small:  # whole small planes: several per workgroup, but enough workgroups for two threads
-        ppw = max(1, min(_ceil_div(planes, 16), _POOL_SMALL_WORKGROUP_FLOATS // (frames * oh * ow)))
-        ppw = _ceil_div(planes, _ceil_div(planes, ppw))  # balanced: no short last block
+        ppw = max(1, min(ceil_div(planes, 16), _POOL_SMALL_WORKGROUP_FLOATS // (frames * oh * ow)))
+        ppw = ceil_div(planes, ceil_div(planes, ppw))  # balanced: no short last block
     values = (d, h, w, od, oh, ow, *window, *strides, *low, planes, ppw)
     constants = dict(zip(_POOL_CONSTANTS, values, strict=True))
     return FrameCall(export, POOL_SYMBOL, tuple(in_shape), tuple(out_shape), constants, frames, ppw)
@@ -143,7 +145,7 @@ def pad_call(export: str, in_shape, low, high) -> FrameCall | None:
 def phase_shape(geom) -> tuple[int, int, int, int]:
     """(sh, sw, H', W') of the phase-plane layout of a conv's padded input."""
     sh, sw = geom.strides[1], geom.strides[2]
-    return sh, sw, _ceil_div(geom.h, sh), _ceil_div(geom.w, sw)
+    return sh, sw, ceil_div(geom.h, sh), ceil_div(geom.w, sw)
 
 
 def phase_column_offsets(geom) -> np.ndarray:
@@ -172,7 +174,7 @@ def frame_ranges_fit(geom, d_in: int) -> bool:
     """True if the kernel may read a conv padded in depth only without any padded copy: its
     last vectors stay inside every input frame (no row padding, whole vectors of positions),
     so no extra channel is needed past the input."""
-    last = _ceil_div(geom.oh * geom.w, _MAX_LANES) * _MAX_LANES - 1
+    last = ceil_div(geom.oh * geom.w, _MAX_LANES) * _MAX_LANES - 1
     last += (geom.kh - 1) * geom.dilations[1] * geom.w + (geom.kw - 1) * geom.dilations[2]
     return d_in >= 1 and last < geom.h * geom.w
 
@@ -219,14 +221,14 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     last_segment = (geom.od - 1) * geom.strides[0] * seg
     # The last vector of a tile may run a whole vector past the last position (the pooled
     # path's tiles end at any row).
-    last = last_segment + _ceil_div(qvalid, _MAX_LANES) * _MAX_LANES + _MAX_LANES - 1 + int(plan.offsets.max())
-    channel_pad = max(0, _ceil_div(last + 1 - c * vol, vol))
+    last = last_segment + ceil_div(qvalid, _MAX_LANES) * _MAX_LANES + _MAX_LANES - 1 + int(plan.offsets.max())
+    channel_pad = max(0, ceil_div(last + 1 - c * vol, vol))
     if frames is not None:
         channel_pad = 0  # only columns inside the input are read (frame_ranges_fit)
-    channel_pad = _ceil_div(channel_pad, cg) * cg  # whole input channels
+    channel_pad = ceil_div(channel_pad, cg) * cg  # whole input channels
     img = (c + channel_pad) * vol
     groups, segments = plan.groups, n * geom.od
-    max_tiles = max(1, _ceil_div(qvalid, _MIN_TILE))
+    max_tiles = max(1, ceil_div(qvalid, _MIN_TILE))
     segment_input = c * geom.kd * seg * 4  # bytes of input one output frame reads
     span = (geom.kh - 1) * geom.dilations[1] * w + geom.kw  # positions a tile reaches past its end
     # Rows of input one position reads over all groups (their columns' union): with every
@@ -236,7 +238,7 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     dense = int(plan.kept_per_group.min()) == geom.c * geom.kernel_volume
     pointwise = geom.kh == 1 and geom.kw == 1  # rows of different columns do not overlap
     if ((dense or pointwise) and groups > 1 and groups * plan.columns * plan.group_m * 4 <= _SMALL_WEIGHTS
-            and segment_input > 2 * _TILE_INPUT and min(max_tiles, _ceil_div(qvalid, qt)) * segments >= 32):
+            and segment_input > 2 * _TILE_INPUT and min(max_tiles, ceil_div(qvalid, qt)) * segments >= 32):
         # Small weights, an input frame larger than the cache (early layers, temporal 3x1x1
         # convs): every group runs over a tile whose input fits in cache, so the input is read
         # from memory once, not once per group. (Measured on S3D: dense 86 -> 64 ms. R(2+1)D's
@@ -244,23 +246,23 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
         # slower, 6.2 -> 6.7 ms: their columns' rows overlap, so the union overstates the input
         # and the tiles come out too small; they keep one group per workgroup.)
         gpw = groups
-        tiles = _ceil_div(qvalid, qt)
+        tiles = ceil_div(qvalid, qt)
     else:
         gpw = 1
         # Enough workgroups to keep two threads busy to the end, each at least one register tile.
-        tiles = min(max_tiles, max(1, _ceil_div(64, groups * segments)))
-    qt = _ceil_div(_ceil_div(qvalid, tiles), _MAX_LANES) * _MAX_LANES
-    tiles = _ceil_div(qvalid, qt)
+        tiles = min(max_tiles, max(1, ceil_div(64, groups * segments)))
+    qt = ceil_div(ceil_div(qvalid, tiles), _MAX_LANES) * _MAX_LANES
+    tiles = ceil_div(qvalid, qt)
     out_shape = (n, geom.f, geom.od, geom.oh, geom.ow)
     pd, ph, pw = pool or (1, 1, 1)
     if pool is not None:
         out_shape = (n, geom.f, geom.od // pd, geom.oh // ph, geom.ow // pw)
         poh, segments = out_shape[3], n * out_shape[2]
-        tiles = _ceil_div(poh, pool_rows(geom, plan.group_m, pool))  # tiles of pooled rows the buffer holds
+        tiles = ceil_div(poh, pool_rows(geom, plan.group_m, pool))  # tiles of pooled rows the buffer holds
         if gpw == 1:  # enough workgroups for two threads to the end
-            tiles = max(tiles, min(poh, _ceil_div(32, groups * segments)))
-        qt = _ceil_div(poh, tiles)  # balanced: no short last tile
-        tiles = _ceil_div(poh, qt)
+            tiles = max(tiles, min(poh, ceil_div(32, groups * segments)))
+        qt = ceil_div(poh, tiles)  # balanced: no short last tile
+        tiles = ceil_div(poh, qt)
     flags = (ACCUMULATE if tied or residual else 0) | (RELU if relu else 0)
     # An input that streams from memory is prefetched into L2 only (R(2+1)D's first temporal
     # convs: 10-14% faster; with every conv streaming, C3D's and S3D's in-cache layers ran 6-30% slower).
@@ -271,14 +273,15 @@ def plan_call(export: str, geom, plan, relu: bool, tied: bool, phased: bool = Fa
     # KGS ~1%). The fused pool keeps tiles fastest (its frames are pooled into one output).
     grid = (0, 1, 2) if pool is not None else (2, 1, 0)
     kdn = geom.kd if frames is not None else 0
-    constants = dict(n=plan.columns, gm=plan.group_m, f=geom.f, od=geom.od, oh=geom.oh, ow=geom.ow, wp=w,
-                     qt=qt, img=img, seg=geom.strides[0] * seg, flags=flags, gpw=gpw, pd=pd, ph=ph, pw=pw, kdn=kdn)
+    values = (plan.columns, plan.group_m, geom.f, geom.od, geom.oh, geom.ow, w, qt, img, geom.strides[0] * seg, flags,
+              gpw, pd, ph, pw, kdn)
+    constants = dict(zip(_CONSTANTS, values, strict=True))  # in the ABI's order, as the pool and pad calls
     ranges = _frame_ranges(geom, *frames) if frames is not None else None
     off_len = groups * plan.columns + groups + (groups * (kdn + 1) + 2 * geom.od if frames is not None else 0)
     return UkernelCall(
         export=export, flat_len=n * img, w_len=groups * plan.columns * plan.group_m,
         off_len=off_len, f=geom.f, out_shape=out_shape,
-        channel_pad=channel_pad, workload=(tiles, _ceil_div(groups, gpw), segments), constants=constants, tied=tied,
+        channel_pad=channel_pad, workload=(tiles, ceil_div(groups, gpw), segments), constants=constants, tied=tied,
         grid=grid,
         phase=phase_shape(geom) if phased else None, frames=frames, frame_ranges=ranges,
         residual=residual,
@@ -320,7 +323,3 @@ def input_pad(
         x_shape, low, high = (list(v) for v in source_pad)
     high = [high[0], high[1] + cp, high[2], high[3] + hq * sh - h, high[4] + wq * sw - w]
     return x_shape, low, high
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
