@@ -37,9 +37,12 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull GBs of CUDA wheels.
 "$VPY" -m pip install -q torch==2.13.0
+# Editable (scikit-build-core's import hook): rt3d_iree and rt3d_iree.passes (the passes/ folder)
+# import from this tree, so edits take effect without reinstalling. It runs no CMake (pyproject.toml).
 "$VPY" -m pip install -q -e '.[test,onnx]'  # onnx: ONNX Runtime for `rt3d report`
 # The KGS microkernel as LLVM bitcode per ISA (AVX-512, AVX2, NEON), found by rt3d_iree/ukernels.py.
-# The top-level CMakeLists.txt builds it into plugins/ukernel/build.
+# The top-level CMakeLists.txt builds it into plugins/ukernel/build (a wheel carries it as package
+# data instead: pip install . ; scripts/check_wheel.sh checks that).
 cmake -S . -B build >/dev/null
 cmake --build build
 # aarch64 iree-run-module / iree-benchmark-module from the manylinux aarch64 runtime wheel.
