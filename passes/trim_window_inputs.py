@@ -33,8 +33,8 @@ class TrimReport:
 def _affine_results(attr: ir.Attribute) -> list[str]:
     text = str(attr)
     body = text.split("->", 1)[1].strip()
-    body = body[body.index("(") + 1: body.rindex(")")]
-    return [r.strip() for r in body.split(",")]
+    body = body[body.index("(") + 1: body.rindex(")")].strip()
+    return [r.strip() for r in body.split(",")] if body else []  # "-> ()": a rank-0 operand
 
 
 def _loop_bounds(op: ir.Operation, maps: list[list[str]]) -> dict[int, int]:

@@ -42,38 +42,69 @@ def run(text: str, **opts):
     return str(module), report
 
 
-def test_dense_conv_becomes_gather_matmul_call():
+def test_dense_conv_becomes_gather_matmul_call(check_ir):
     w = np.random.default_rng(0).standard_normal((8, 4, 3, 3, 3)).astype(np.float32)
     printed, report = run(conv_module(w))
-    assert "linalg.conv_3d" not in printed
-    assert "call @rt3d_kgs_conv3d_0" in printed
-    assert "func.func private @rt3d_kgs_conv3d_0" in printed
-    assert "compilation_info" in printed and "tensor.extract" in printed
-    # all 4*27 columns kept: compacted weights are [groups, gM, 108]
-    assert "tensor<1x8x108xf32>" in printed
+    # all 4*27 columns kept: compacted weights are [groups, gM, 108], one gather index per column;
+    # the flattened input is padded by 2 so the last window's row of 8 (in a row of 10) stays in bounds
+    check_ir(printed, """
+        // CHECK-LABEL: func.func private @rt3d_kgs_conv3d_0(
+        // CHECK-SAME:    %[[X:[a-z_0-9]+]]: tensor<1x4x6x10x10xf32>, %[[ACC:[a-z_0-9]+]]: tensor<1x8x4x8x8xf32>, %[[W:[a-z_0-9]+]]: tensor<1x8x108xf32>, %[[IDX:[a-z_0-9]+]]: tensor<1x108xi32>
+        // CHECK:         %[[FLAT:[a-z_0-9]+]] = tensor.collapse_shape %[[X]] {{.*}} into tensor<2400xf32>
+        // CHECK:         %[[PADDED:[a-z_0-9]+]] = tensor.pad %[[FLAT]] low[0] high[2]
+        // CHECK:         linalg.generic
+        // CHECK-SAME:      attrs = {compilation_info = #compilation}
+        // CHECK:           %[[COL:[a-z_0-9]+]] = tensor.extract %[[IDX]]
+        // CHECK:           tensor.extract %[[PADDED]]
+        // CHECK:           arith.mulf
+        // CHECK:           arith.addf
+        // CHECK:         tensor.expand_shape %[[ACC]]
+        // CHECK-LABEL: func.func @forward(
+        // CHECK-NOT:     linalg.conv_3d
+        // CHECK:         call @rt3d_kgs_conv3d_0(
+        // CHECK-NOT:     linalg.conv_3d
+        // CHECK:         return
+    """)
     assert report.rewritten == 1 and report.convs[0].kept_macs == report.convs[0].dense_macs
 
 
-def test_kgs_zeros_compact_the_matmul():
+def test_kgs_zeros_compact_the_matmul(check_ir):
     w = np.random.default_rng(1).standard_normal((8, 4, 3, 3, 3)).astype(np.float32)
     w.reshape(8, 4, 27)[:, :, 9:] = 0  # KGS: the same 18 positions removed in every kernel
     printed, report = run(conv_module(w))
-    assert "tensor<1x8x36xf32>" in printed  # 4 channels x 9 kept positions
+    # 4 channels x 9 kept positions: the first 9 (d = 0) of each channel's 600-element volume
+    check_ir(printed, r"""
+        // CHECK-LABEL: func.func @forward(
+        // CHECK:         %[[W:[a-z_0-9]+]] = arith.constant dense<"0x{{[0-9A-F]+}}"> : tensor<1x8x36xf32>
+        // CHECK-NEXT:    %[[IDX:[a-z_0-9]+]] = arith.constant dense<{{\[\[}}0, 1, 2, 10, 11, 12, 20, 21, 22, 600, {{.*}}, 1822]]> : tensor<1x36xi32>
+        // CHECK-NEXT:    call @rt3d_kgs_conv3d_0(%arg0, %{{.+}}, %[[W]], %[[IDX]])
+    """)
     conv = report.convs[0]
     assert conv.kgs_conforming and conv.kept_macs * 3 == conv.dense_macs
 
 
-def test_non_constant_weight_left_to_iree_with_reason(caplog):
+def test_non_constant_weight_left_to_iree_with_reason(check_ir):
     w = np.zeros((8, 4, 3, 3, 3), dtype=np.float32)
     printed, report = run(conv_module(w, const_weight=False))
-    assert "linalg.conv_3d_ncdhw_fcdhw" in printed
+    check_ir(printed, """
+        // CHECK-NOT: call @rt3d_kgs_conv3d
+        // CHECK:     linalg.conv_3d_ncdhw_fcdhw
+        // CHECK-SAME:  ins(%arg0, %arg1 : tensor<1x4x6x10x10xf32>, tensor<8x4x3x3x3xf32>)
+        // CHECK-NOT: call @rt3d_kgs_conv3d
+    """)
     assert report.rewritten == 0
     assert "constant" in report.convs[0].reason
 
 
-def test_fully_pruned_layer_becomes_its_accumulator():
+def test_fully_pruned_layer_becomes_its_accumulator(check_ir):
     printed, report = run(conv_module(np.zeros((8, 4, 3, 3, 3), dtype=np.float32)))
-    assert "linalg.conv_3d" not in printed and "call @" not in printed
+    check_ir(printed, """
+        // CHECK-LABEL: func.func @forward(
+        // CHECK:         %[[INIT:[a-z_0-9]+]] = linalg.fill
+        // CHECK-NOT:     linalg.conv_3d
+        // CHECK-NOT:     call @
+        // CHECK:         return %[[INIT]]
+    """)
     assert report.convs[0].kept_macs == 0
 
 

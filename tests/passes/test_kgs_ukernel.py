@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from iree.compiler import ir
+from iree.compiler.passmanager import PassManager
 from rt3d_iree.passes import KgsConv3dOptions, run_pass
 from rt3d_iree.passes.kgs_conv3d import ConvGeometry, plan_kgs
 from rt3d_iree.passes.kgs_ukernel import Microkernel, plan_call
@@ -68,11 +69,16 @@ func.func @forward(%x: {xt}{arg}) -> {ot} {{
 }}"""
 
 
-def run(text: str, kernel: Microkernel):
+def run(text: str, kernel: Microkernel, cleanup: bool = False):
+    """Run the pass; ``cleanup`` then runs canonicalize + CSE, as the compile pipeline does,
+    so that the constants the pass replaced are gone from the printed IR."""
     ctx = ir.Context()
     module = ir.Module.parse(text, ctx)
     report = run_pass(module, KgsConv3dOptions(microkernel=kernel))
     module.operation.verify()
+    if cleanup:
+        with ctx:
+            PassManager.parse("builtin.module(canonicalize, cse)").run(module.operation)
     return str(module), report
 
 
@@ -82,40 +88,78 @@ def weights(seed: int, shape=(8, 4, 3, 3, 3), keep: int = 27) -> np.ndarray:
     return w
 
 
-def test_conv_becomes_microkernel_dispatch_with_bitcode(ukernel):
+def test_conv_becomes_microkernel_dispatch_with_bitcode(ukernel, check_ir):
     printed, report = run(module_text(weights(0, keep=9)), ukernel)
-    assert "linalg.conv_3d" not in printed
-    assert "stream.executable private @rt3d_kgs_ukernels" in printed
-    assert f'path = "rt3d_kgs_conv3d_{ukernel.isa}.bc"' in printed
-    assert "flow.dispatch @rt3d_kgs_ukernels::@conv0" in printed
-    assert "func.func private @rt3d_kgs_conv3d_workgroup" in printed and "hal.import.static" in printed
-    # zero init: the kernel writes a fresh output, adding a zero bias
+    # zero init: the kernel writes a fresh output, adding a zero bias. Packed weights are
+    # 1 group x 36 columns x 8 filters; the 36 gather offsets end with the column count.
+    check_ir(printed, f"""
+        // CHECK-LABEL: func.func private @rt3d_kgs_conv3d_0(
+        // CHECK-SAME:    %[[X:[a-z_0-9]+]]: tensor<1x4x6x10x10xf32>, %[[BIAS:[a-z_0-9]+]]: tensor<8xf32>, %[[W:[a-z_0-9]+]]: tensor<288xf32>, %[[IDX:[a-z_0-9]+]]: tensor<37xi32>
+        // CHECK:         %[[FLAT:[a-z_0-9]+]] = tensor.collapse_shape %[[X]]
+        // CHECK:         %[[OUT:[a-z_0-9]+]] = flow.dispatch @rt3d_kgs_ukernels::@conv0[{{{{.*}}}}](%[[FLAT]], %[[W]], %[[IDX]], %[[BIAS]],
+        // CHECK:         return %[[OUT]]
+        // CHECK:       stream.executable private @rt3d_kgs_ukernels
+        // CHECK-SAME:    path = "rt3d_kgs_conv3d_{ukernel.isa}.bc"
+        // CHECK:         stream.executable.export public @conv0
+        // CHECK:         func.func private @rt3d_kgs_conv3d_workgroup(
+        // CHECK-SAME:      hal.import.static
+        // CHECK:         func.func @conv0(
+        // CHECK:           call @rt3d_kgs_conv3d_workgroup(
+        // CHECK-LABEL: func.func @forward(
+        // CHECK-NOT:     linalg.conv_3d
+        // CHECK:         %[[B:[a-z_0-9]+]] = arith.constant dense<0.000000e+00> : tensor<8xf32>
+        // CHECK-NEXT:    %[[PW:[a-z_0-9]+]] = arith.constant dense<"0x{{{{[0-9A-F]+}}}}"> : tensor<288xf32>
+        // CHECK-NEXT:    %[[PI:[a-z_0-9]+]] = arith.constant dense<[0, 1, 2, 10, {{{{.*}}}}, 1822, 36]> : tensor<37xi32>
+        // CHECK-NEXT:    call @rt3d_kgs_conv3d_0(%arg0, %[[B]], %[[PW]], %[[PI]])
+        // CHECK-NOT:     linalg.conv_3d
+    """)
     assert report.convs[0].epilogue == "bias"
-    assert "tensor<288xf32>" in printed  # packed weights: 1 group x 36 columns x 8 filters
     assert [c.kernel for c in report.convs] == ["microkernel"]
 
 
-def test_bias_and_relu_fold_into_the_kernel(ukernel):
+def test_bias_and_relu_fold_into_the_kernel(ukernel, check_ir):
     bias = np.arange(8, dtype=np.float32)
-    printed, report = run(module_text(weights(1), bias=bias, relu=True), ukernel)
-    assert "arith.select" not in printed and "linalg.broadcast" not in printed
-    assert "dense<[0.000000e+00, 1.000000e+00, 2.000000e+00" in printed  # the bias, passed to the kernel
+    printed, report = run(module_text(weights(1), bias=bias, relu=True), ukernel, cleanup=True)
+    # the bias is passed to the kernel; neither the broadcast nor the ReLU's select survives
+    check_ir(printed, """
+        // CHECK-LABEL: func.func @forward(
+        // CHECK-NOT:     linalg.broadcast
+        // CHECK:         %[[B:[a-z_0-9]+]] = arith.constant dense<[0.000000e+00, 1.000000e+00, 2.000000e+00, {{.*}}, 7.000000e+00]> : tensor<8xf32>
+        // CHECK-NOT:     linalg.broadcast
+        // CHECK:         %[[Y:[a-z_0-9]+]] = call @rt3d_kgs_conv3d_0(%arg0, %[[B]],
+        // CHECK-NOT:     arith.select
+        // CHECK-NEXT:    return %[[Y]]
+    """)
     assert report.convs[0].epilogue == "bias+relu"
 
 
-def test_unknown_accumulator_is_accumulated_into(ukernel):
+def test_unknown_accumulator_is_accumulated_into(ukernel, check_ir):
     printed, report = run(module_text(weights(2), init_arg=True), ukernel)
+    # the dispatch takes the accumulator as its last buffer and updates it in place (tied result)
+    check_ir(printed, """
+        // CHECK-LABEL: func.func private @rt3d_kgs_conv3d_0(
+        // CHECK-SAME:    %{{[a-z_0-9]+}}: tensor<1x4x6x10x10xf32>, %[[ACC:[a-z_0-9]+]]: tensor<1x8x4x8x8xf32>
+        // CHECK:         flow.dispatch @rt3d_kgs_ukernels::@conv0[{{.*}}]({{.*}}, %[[ACC]], {{.*}} -> %[[ACC]]
+        // CHECK-LABEL: func.func @forward(%arg0: tensor<1x4x6x10x10xf32>, %arg1: tensor<1x8x4x8x8xf32>)
+        // CHECK:         call @rt3d_kgs_conv3d_0(%arg0, %arg1,
+    """)
     assert report.convs[0].epilogue == "accumulate"
-    assert "-> %arg1" in printed  # the dispatch updates the accumulator in place (tied result)
 
 
-def test_strided_rows_read_phase_planes(ukernel):
+def test_strided_rows_read_phase_planes(ukernel, check_ir):
     """Stride 2 in H and W: the input is rearranged into 4 phase planes (space-to-depth), on
     which the same stride-1 kernel runs."""
     printed, report = run(module_text(weights(3), stride=2), ukernel)
     assert [c.kernel for c in report.convs] == ["microkernel"]
-    assert "permutation = [0, 1, 4, 6, 2, 3, 5]" in printed
-    assert "x2x2x6x5x5xf32>" in printed  # [n, c (+ padding channels), sh, sw, d, H', W']
+    # [n, c (+ 1 padding channel), sh, sw, d, H', W']
+    check_ir(printed, """
+        // CHECK-LABEL: func.func private @rt3d_kgs_conv3d_0(
+        // CHECK:         %[[P:[a-z_0-9]+]] = tensor.pad %arg0 low[0, 0, 0, 0, 0] high[0, 1, 0, 0, 0]
+        // CHECK:         %[[E:[a-z_0-9]+]] = tensor.expand_shape %[[P]] {{.*}} output_shape [1, 5, 6, 5, 2, 5, 2]
+        // CHECK:         %[[T:[a-z_0-9]+]] = linalg.transpose ins(%[[E]] : tensor<1x5x6x5x2x5x2xf32>) outs({{.*}} : tensor<1x5x2x2x6x5x5xf32>) permutation = [0, 1, 4, 6, 2, 3, 5]
+        // CHECK:         %[[F:[a-z_0-9]+]] = tensor.collapse_shape %[[T]]
+        // CHECK:         flow.dispatch @rt3d_kgs_ukernels::@conv0[{{.*}}](%[[F]],
+    """)
 
 
 def test_bad_bitcode_is_refused():
@@ -371,7 +415,7 @@ TEMPORAL = [  # (input shape, filters, kernel, stride, padding, dilation): padde
 
 
 @pytest.mark.parametrize("target", ["host", "aarch64"])
-def test_convs_padded_in_depth_read_their_input_unpadded(target):
+def test_convs_padded_in_depth_read_their_input_unpadded(target, check_ir):
     """A temporal conv's depth padding costs no copy: each output frame sums only the columns
     of the kernel frames inside the input (columns sorted by frame, ranges in the table)."""
     import rt3d_iree
@@ -384,14 +428,14 @@ def test_convs_padded_in_depth_read_their_input_unpadded(target):
         model = torch.nn.Sequential(conv, torch.nn.ReLU()).eval()
         x = torch.randn(*shape)
         module, _ = rt3d_iree.optimize(model, (x,), target=target, kernel="microkernel")
-        assert "tensor.pad" not in str(module), (shape, kernel)
+        check_ir(str(module), "// CHECK-NOT: tensor.pad\n// CHECK: flow.dispatch @rt3d_kgs_ukernels\n// CHECK-NOT: tensor.pad")
         compiled = rt3d_iree.compile(model, (x,), target=target, kernel="microkernel")
         assert compiled.report.pads == 0
         ref = model(x).detach().numpy()
         assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max(), (shape, kernel, padding)
 
 
-def test_depth_padding_needs_whole_vectors_to_skip_the_copy():
+def test_depth_padding_needs_whole_vectors_to_skip_the_copy(check_ir):
     """Frames of 6x6 positions end mid-vector: the last vector would read past the input, so the
     input keeps its padded copy (with the extra channel)."""
     import rt3d_iree
@@ -399,7 +443,11 @@ def test_depth_padding_needs_whole_vectors_to_skip_the_copy():
     model = torch.nn.Conv3d(4, 8, (3, 1, 1), padding=(1, 0, 0)).eval()
     x = torch.randn(1, 4, 5, 6, 6)
     module, _ = rt3d_iree.optimize(model, (x,), kernel="microkernel")
-    assert "tensor.pad" in str(module)
+    check_ir(str(module), """
+        // CHECK:  %[[P:[a-z_0-9]+]] = tensor.pad %{{[a-z_0-9]+}} low[0, 0, 1, 0, 0] high[0, 1, 1, 0, 0]
+        // CHECK:  %[[F:[a-z_0-9]+]] = tensor.collapse_shape %[[P]]
+        // CHECK:  flow.dispatch @rt3d_kgs_ukernels::@conv0[{{.*}}](%[[F]],
+    """)
     compiled = rt3d_iree.compile(model, (x,), kernel="microkernel")
     ref = model(x).detach().numpy()
     assert np.abs(compiled(x) - ref).max() <= 1e-4 * np.abs(ref).max()
@@ -508,7 +556,7 @@ def test_residual_addition_is_done_by_the_conv_store(target):
             assert np.abs(out - r).max() <= 1e-4 * np.abs(r).max(), down
 
 
-def test_residual_add_of_a_later_value_is_left_alone(ukernel):
+def test_residual_add_of_a_later_value_is_left_alone(ukernel, check_ir):
     """conv + r where r is computed after the conv: the conv cannot add it in place."""
     w = weights(4)
     text = module_text(w, bias=np.ones(8, np.float32))
@@ -526,7 +574,15 @@ def test_residual_add_of_a_later_value_is_left_alone(ukernel):
     assert "%sum" in text
     printed, report = run(text, ukernel)
     assert report.fused_residuals == 0 and report.convs[0].epilogue == "bias"
-    assert "arith.addf" in printed
+    check_ir(printed, """
+        // CHECK-LABEL: func.func @forward(
+        // CHECK:         %[[Y:[a-z_0-9]+]] = call @rt3d_kgs_conv3d_0(
+        // CHECK:         %[[LATER:[a-z_0-9]+]] = arith.constant dense<1.000000e+00>
+        // CHECK:         %[[SUM:[a-z_0-9]+]] = linalg.generic
+        // CHECK-SAME:      ins(%[[Y]], %[[LATER]] :
+        // CHECK:           arith.addf
+        // CHECK:         return %[[SUM]]
+    """)
 
 
 def _conv_ops(module: ir.Module) -> list[ir.Operation]:
