@@ -10,10 +10,13 @@ from typing import Any
 from iree.compiler import ir
 
 from .compiler import apply_kgs, compile_mlir, kgs_options
-from .importer import CHECKPOINT_SUFFIXES, import_torch, load_model_file, new_context
+from .errors import Rt3dError
+from .group_size import resolve_group_size
+from .importer import import_torch, load_model_file, new_context
 from .passes import run_trim
+from .runners import Runner
 from .runtime import CompiledModule, entry_point
-from .targets import get_target
+from .targets import Target, resolve_target
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +37,17 @@ def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | Non
     return module
 
 
-def default_group_size(model: Any, group_size: tuple[int, int] | str | None) -> tuple[int, int] | str:
-    """``None`` means: the group size an `rt3d prune` checkpoint was pruned with, else 8x4."""
-    if group_size is not None:
-        return group_size
-    if isinstance(model, (str, Path)) and Path(model).suffix in CHECKPOINT_SUFFIXES:
-        from .prune.checkpoint import group_size_of, load_checkpoint
-
-        found = group_size_of(load_checkpoint(model))
-        if found is not None:
-            logger.info("group size %dx%d from the checkpoint", *found)
-            return found
-    return (8, 4)
-
-
 def optimize(
     model: Any,
     example_args: Sequence[Any] = (),
     *,
-    target: str = "host",
+    target: str | Target = "host",
     group_size: tuple[int, int] | str | None = None,
     kernel: str = "auto",
 ) -> tuple[ir.Module, Any]:
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
-    tgt = get_target(target)
-    options = kgs_options(default_group_size(model, group_size), tgt, kernel)
+    tgt = resolve_target(target)
+    options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = load(model, example_args)
     report = apply_kgs(module, options)
     return module, report
@@ -68,13 +57,14 @@ def compile(  # noqa: A001 - the public name users expect
     model: Any,
     example_args: Sequence[Any] = (),
     *,
-    target: str = "host",
+    target: str | Target = "host",
     group_size: tuple[int, int] | str | None = None,
     kgs: bool = True,
     kernel: str = "auto",
     extra_flags: Sequence[str] = (),
     save_to: str | Path | None = None,
     reproducer_dir: str | Path | None = None,
+    runner: Runner | None = None,
 ) -> CompiledModule:
     """Compile a model for ``target`` and return a callable ``CompiledModule``.
 
@@ -82,9 +72,11 @@ def compile(  # noqa: A001 - the public name users expect
         model: torch.nn.Module (with ``example_args``), ExportedProgram, ir.Module or a path
             to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint (.pt).
         example_args: inputs of the shape the module will be called with (shapes are static).
-        target: a name from ``rt3d_iree.targets.TARGETS``.
+        target: a name from ``rt3d_iree.targets.TARGETS``, or a ``Target`` (for example one
+            with its runtime driver replaced); the module keeps it.
         group_size: (gM filters, gN channels) of the KGS structure to exploit; "auto" = what
-            `rt3d tune` recorded; None = the checkpoint's own group size, else (8, 4).
+            `rt3d tune` recorded; None = the checkpoint's own group size, else the default
+            (``group_size.DEFAULT_GROUP_SIZE``; precedence in ``group_size.resolve_group_size``).
         kgs: False compiles with IREE's stock conv lowering (the baseline).
         kernel: "auto" (the hand-written microkernel where the target has one: llvm-cpu
             x86-64 AVX-512/AVX2 and aarch64; else code generation), "microkernel" (required),
@@ -92,14 +84,26 @@ def compile(  # noqa: A001 - the public name users expect
         extra_flags: more iree-compile flags, appended after the target's (so they override).
         save_to: also write the vmfb here (atomically).
         reproducer_dir: where a failing compile leaves its MLIR and command.
+        runner: where the module runs and is timed (``rt3d_iree.runners``: local, qemu, adb);
+            None = the target's own. Given here so callers need not patch the result.
     """
-    tgt = get_target(target)
-    options = kgs_options(default_group_size(model, group_size), tgt, kernel)
+    tgt = resolve_target(target)
+    _check_runner(runner)  # both checked before minutes of compiling
+    options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = load(model, example_args)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)
-    compiled = CompiledModule(vmfb, tgt, function, inputs, report, n_outputs)
+    compiled = CompiledModule(vmfb, tgt, function, inputs, report, n_outputs, runner)
     if save_to is not None:
         compiled.save(save_to)
     return compiled
+
+
+def _check_runner(runner: Any) -> None:
+    if runner is not None and not isinstance(runner, Runner):
+        raise Rt3dError(
+            f"runner must be an rt3d_iree.runners.Runner or None, got {type(runner).__name__}",
+            "pass rt3d_iree.runners.get_runner(name) with name local, qemu or adb, or leave it out "
+            "for the target's own",
+        )

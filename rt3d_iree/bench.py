@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .environment import ALLOCATOR_ENV, allocator_env, allocator_tuned, runtime_tool  # noqa: F401  (re-exported)
+from .harness import TOLERANCE, Variant, max_rel_error, medians, time_interleaved  # noqa: F401  (re-exported)
 from .runtime import CompiledModule
 
 logger = logging.getLogger(__name__)
@@ -68,24 +69,9 @@ def interleaved_medians(timers: dict[str, Callable[[], list[float]]], rounds: in
     Why: the machines are shared, and a slow spell that hits one engine's only timing run
     skews every ratio taken against it; taking turns spreads such spells over all engines.
     Each timer returns the times of its repetitions; the median is over all of them.
+    (The harness's ``time_interleaved`` with plain timers; kept for callers of this name.)
     """
-    times: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, timer in timers.items():
-            times[name] += timer()
-        if on_round is not None:
-            on_round()
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def max_rel_error(out: np.ndarray | torch.Tensor, ref: torch.Tensor) -> float:
-    """max |out - ref| / max |ref|: the project's numerics criterion (<= 1e-4 passes)."""
-    ref_np = ref.detach().numpy()
-    out_np = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
-    return float(np.abs(out_np - ref_np).max() / max(np.abs(ref_np).max(), 1e-30))
-
-
-TOLERANCE = 1e-4
+    return medians(time_interleaved([Variant(name, timer) for name, timer in timers.items()], rounds, on_round))
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

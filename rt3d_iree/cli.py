@@ -14,10 +14,13 @@ from pathlib import Path
 
 from .errors import Rt3dError
 from .files import atomic_write
+from .group_size import DEFAULT_GROUP_SIZE
+from .harness import ROUNDS
 from .runners import RUNNERS
 from .targets import KERNELS, TARGETS
 
 logger = logging.getLogger("rt3d_iree")
+_DEFAULT_GS = f"{DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}"
 
 
 def _group_size(text: str) -> tuple[int, int] | str:
@@ -41,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-o", "--output", required=True, help="output file")
         sp.add_argument("--target", default="host", help=f"one of: {', '.join(sorted(TARGETS))}")
         sp.add_argument("--group-size", type=_group_size, default=None,
-                        help="KGS gM x gN (default: a checkpoint's own, else 8x4; auto = what `rt3d tune` "
+                        help=f"KGS gM x gN (default: a checkpoint's own, else {_DEFAULT_GS}; auto = what `rt3d tune` "
                         "recorded for the target)")
         sp.add_argument("--kernel", choices=KERNELS, default="auto",
                         help="conv kernels: auto (hand-written microkernel where the target has one, else "
@@ -78,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--runner", choices=RUNNERS, help="local, qemu or adb (default: the target's own)")
         sp.add_argument("--device", help="IREE driver: local-task, local-sync or vulkan (default: the target's)")
         sp.add_argument("--threads", type=int, default=2, help="CPU threads (iree task topology groups)")
-        sp.add_argument("--repetitions", type=int, default=5, help="timed repetitions (median reported)")
+        sp.add_argument("--repetitions", type=int, default=5, help="timed repetitions per round (median reported)")
+        sp.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="timing rounds: every variant is timed --repetitions times per round, in turn")
         sp.add_argument("--out", default="rt3d-out", help="folder for the JSON, CSV and markdown results")
         sp.add_argument("--adb-tool", help="adb runner: the phone's aarch64 iree-benchmark-module binary")
         sp.add_argument("--adb-serial", help="adb runner: device serial (default: the only device)")
@@ -92,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--input", action="append", default=[], help="@file.npy or SHAPExTYPE=VALUE (repeat per input)")
     be.add_argument("--function", default="forward")
     be.add_argument("--group-size", type=_group_size, default=None,
-                    help="KGS gM x gN the pass exploits (default: a checkpoint's own, else 8x4)")
+                    help=f"KGS gM x gN the pass exploits (default: a checkpoint's own, else {_DEFAULT_GS}; "
+                    "auto = what `rt3d tune` recorded)")
     be.add_argument("--rate", type=float, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
 
     pr = sub.add_parser("prune", help="prune a 3D CNN to a whole-model FLOPs target (filter, vanilla or KGS)")
@@ -102,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--frames", type=int, default=16)
     pr.add_argument("--size", type=int, default=32, help="frame height = width")
     pr.add_argument("--scheme", default="kgs", help="filter, vanilla or kgs")
-    pr.add_argument("--group-size", type=_group_size, default=(8, 4), help="gM filters x gN channels (default 8x4)")
+    pr.add_argument("--group-size", type=_group_size, default=DEFAULT_GROUP_SIZE,
+                    help=f"gM filters x gN channels (default {_DEFAULT_GS})")
     pr.add_argument("--algorithm", default="reweighted", help="heuristic, fixed or reweighted")
     pr.add_argument("--rate", type=float, default=2.6, help="whole-model FLOPs reduction target, e.g. 2.6")
     pr.add_argument("--data", default="synthetic", help="synthetic (built in), ucf101:FOLDER or hmdb51:FOLDER")
@@ -162,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
     rep.add_argument("--models", default="c3d,r2plus1d,s3d")
     rep.add_argument("--reps", type=int, default=5, help="timed runs per engine (median; at least 5)")
-    rep.add_argument("--rounds", type=int, default=3,
+    rep.add_argument("--rounds", type=int, default=ROUNDS,
                      help="timing rounds: every engine is timed --reps times per round, in turn")
     rep.add_argument("--threads", type=int, default=2)
     rep.add_argument("--frames", type=int, default=16)
@@ -279,8 +286,8 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         from .driver import BenchConfig, bench_builtin, bench_file, write_bench
 
         cfg = BenchConfig(target=args.target, runner=args.runner, threads=args.threads,
-                          repetitions=args.repetitions, group_size=args.group_size, rate=args.rate,
-                          device=args.device)
+                          repetitions=args.repetitions, rounds=args.rounds, group_size=args.group_size,
+                          rate=args.rate, device=args.device)
         opts = _adb_options(args)
         if args.module:
             rows = bench_file(Path(args.module), cfg, args.input, args.function, opts)
@@ -295,7 +302,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         from .prune.table import prune_table
 
         res = prune_table(args.out, _table_settings(args), progress=not args.quiet, jobs=args.jobs)
-        print(res["table"])
+        print(res["table"] + (f"\n\n{res['layer_table']}" if res["layer_table"] else ""))
         print(f"\nwrote {args.out}/prune_table.json, prune_table.csv, prune_table.md, prune_table.png")
     elif args.cmd == "calibrate":
         from .prune.calibrate import calibrate
@@ -304,7 +311,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         print(res["table"])
         print(f"\nwrote {args.out}/calibration.json, calibration.md")
     elif args.cmd == "tune":
-        from .tune import LAYERS, QUICK_LAYERS, record, tune
+        from .tune import LAYERS, QUICK_LAYERS, record, tune, tune_table
 
         if args.set:
             where = record(args.target, args.set, "set by the user")
@@ -312,13 +319,11 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
             return 0
         cands = [_group_size(c) for c in args.candidates.split(",")]
         res = tune(args.target, args.runner, cands, layers=QUICK_LAYERS if args.quick else LAYERS,
-                   threads=args.threads, repetitions=args.repetitions, runner_options=_adb_options(args))
-        from .bench import format_table, write_results
+                   threads=args.threads, repetitions=args.repetitions, runner_options=_adb_options(args),
+                   rounds=args.rounds)
+        from .bench import write_results
 
-        rows = [{"group_size": f"{t['group_size'][0]}x{t['group_size'][1]}", "total_ms": t["total_ms"],
-                 "per_layer_ms": " ".join(f"{v:.3g}" for v in t["per_layer_ms"])} for t in res["timings"]]
-        table = format_table(rows, ["group_size", "total_ms", "per_layer_ms"])
-        table += f"\n\nbest for {args.target}: {res['best'][0]}x{res['best'][1]} (recorded in {res['file']})"
+        table = tune_table(res)
         write_results(args.out, "tune", res, table)
         print(table)
     return 0
@@ -354,7 +359,8 @@ def _prune(args: argparse.Namespace) -> None:
     from .prune import PruneConfig, prune
 
     if args.group_size == "auto":
-        raise Rt3dError("--group-size auto is for compiling", "give the pruning group size, e.g. --group-size 8x4")
+        raise Rt3dError("--group-size auto is for compiling",
+                        f"give the pruning group size, e.g. --group-size {_DEFAULT_GS}")
     reg, retrain = (args.epochs, args.epochs) if args.epochs is not None else (args.reg_epochs, args.retrain_epochs)
     cfg = PruneConfig(
         model=args.model, width=args.width, frames=args.frames, size=args.size, scheme=args.scheme,

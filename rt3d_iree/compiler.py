@@ -22,8 +22,8 @@ from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
 
 from .errors import CompileError, Rt3dError
 from .files import atomic_write
+from .group_size import DEFAULT_GROUP_SIZE, resolve_group_size
 from .targets import KERNELS, Target
-from .tuning_store import tuned_group_size
 from .ukernels import microkernel_for
 
 logger = logging.getLogger(__name__)
@@ -32,29 +32,23 @@ DEFAULT_REPRODUCER_DIR = Path("rt3d-reproducers")
 _TEXT_LIMIT = 32 * 1024 * 1024
 
 
-def kgs_options(group_size: tuple[int, int] | str, target: Target, kernel: str = "auto") -> KgsConv3dOptions:
+def kgs_options(group_size: tuple[int, int] | str | None, target: Target, kernel: str = "auto") -> KgsConv3dOptions:
     """Pass options for a (gM, gN) group size on a target, with a clear error for bad sizes.
 
-    ``group_size="auto"`` takes what `rt3d tune` recorded for the target (else 8x4).
+    ``group_size`` is resolved by ``group_size.resolve_group_size`` (``"auto"``: what
+    `rt3d tune` recorded for the target; None: the default).
     ``kernel``: "auto" uses the hand-written microkernel where the target has one and it is
     built (else code generation), "microkernel" requires it, "codegen" never uses it.
     """
     if kernel not in KERNELS:
         raise Rt3dError(f"unknown kernel {kernel!r}", f"choose one of: {', '.join(KERNELS)}")
     ukernel = None if kernel == "codegen" else microkernel_for(target, required=kernel == "microkernel")
-    if group_size == "auto":
-        group_size = tuned_group_size(target.name)
-    try:
-        gm, gn = (int(v) for v in group_size)
-    except (TypeError, ValueError):
-        raise Rt3dError(
-            f"group size must be two integers (filters, channels), got {group_size!r}",
-            "use for example group_size=(8, 4) or --group-size 8x4",
-        ) from None
+    gm, gn = resolve_group_size(group_size, target=target)
     try:
         return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel, microkernel=ukernel)
     except ValueError as exc:
-        raise Rt3dError(f"bad group size {gm}x{gn}: {exc}", "use for example 8x4 or 4x4") from None
+        raise Rt3dError(f"bad group size {gm}x{gn}: {exc}",
+                        f"use for example {DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]} or 4x4") from None
 
 
 def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:

@@ -14,14 +14,13 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .bench import TOLERANCE, format_table, interleaved_medians, max_rel_error, torch_times, write_results
-from .errors import Rt3dError
+from .bench import format_table, torch_times, write_results
+from .group_size import DEFAULT_GROUP_SIZE
+from .harness import ROUNDS, Variant, check_against, medians, time_interleaved
 from .models import C3D, count_macs
 from .sparsity import apply_kgs_magnitude, kgs_prune_positions
 
 logger = logging.getLogger(__name__)
-
-ROUNDS = 3  # timing rounds, every engine once per round (bench.interleaved_medians)
 
 
 def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int, threads: int,
@@ -31,24 +30,20 @@ def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, rep
     ref_dense = dense(x).detach()
     ref_sparse = sparse(x).detach()
     steps.update()
-    builds, errors = {}, {}
+    variants = [Variant("PyTorch eager", lambda: torch_times(dense, (x,), reps, threads))]
+    errors = {}
     for label, model, kgs in (("stock IREE", dense, False), ("rt3d dense", dense, True), ("rt3d KGS", sparse, True)):
         steps.set_postfix_str(f"compile {label}")
         compiled = api.compile(model, (x,), group_size=group_size, kgs=kgs, reproducer_dir=out_dir / "reproducers")
         ref = ref_sparse if label == "rt3d KGS" else ref_dense
-        errors[label] = max_rel_error(compiled(x), ref)
-        if errors[label] > TOLERANCE:
-            raise Rt3dError(f"{label} output differs from PyTorch: max rel error {errors[label]:.3g}",
-                            "this is a compiler bug: please report it with the reproducer")
-        builds[label] = compiled
+        errors[label] = check_against(ref, compiled(x), name=label,
+                                      hint="this is a compiler bug: please report it with the reproducer")
+        variants.append(Variant.module(label, compiled, (x.numpy(),), threads=threads, repetitions=reps))
         steps.update()
-    timers = {"PyTorch eager": lambda: torch_times(dense, (x,), reps, threads)}
-    for label, compiled in builds.items():
-        timers[label] = lambda c=compiled: c.benchmark(x.numpy(), threads=threads, repetitions=reps).times_ms
     steps.set_postfix_str(f"time every engine, in turn, {rounds} rounds")
-    medians = interleaved_medians(timers, rounds, on_round=steps.update)
-    rows = [{"engine": "PyTorch eager", "median_ms": medians["PyTorch eager"], "max_rel_error": 0.0}]
-    rows += [{"engine": label, "median_ms": medians[label], "max_rel_error": errors[label]} for label in builds]
+    medians_ms = medians(time_interleaved(variants, rounds, on_round=steps.update))
+    rows = [{"engine": "PyTorch eager", "median_ms": medians_ms["PyTorch eager"], "max_rel_error": 0.0}]
+    rows += [{"engine": label, "median_ms": medians_ms[label], "max_rel_error": err} for label, err in errors.items()]
     steps.close()
     base = {r["engine"]: r["median_ms"] for r in rows}
     for r in rows:
@@ -67,14 +62,15 @@ def _run_engines(name, dense: nn.Module, sparse: nn.Module, x: torch.Tensor, rep
 def bench_layer(out_dir: str | Path = "rt3d-out", reps: int = 5, threads: int = 2, seed: int = 0) -> dict:
     """The issue's reference layer: 1x64x8x28x28 -> 128 filters, 3x3x3, padding 1; KGS 8x4 keeping 9/27."""
     torch.manual_seed(seed)
+    gm, gn = DEFAULT_GROUP_SIZE
     out = Path(out_dir)
     dense = nn.Conv3d(64, 128, 3, padding=1).eval()
     sparse = nn.Conv3d(64, 128, 3, padding=1).eval()
     sparse.load_state_dict(dense.state_dict())
-    kgs_prune_positions(sparse, keep=9, group_size=(8, 4), seed=seed)
+    kgs_prune_positions(sparse, keep=9, group_size=DEFAULT_GROUP_SIZE, seed=seed)
     x = torch.randn(1, 64, 8, 28, 28)
-    res = _run_engines("layer", dense, sparse, x, reps, threads, (8, 4), out, 3.0)
-    res["layer"] = "1x64x8x28x28 -> 128, 3x3x3, pad 1; KGS gM=8 gN=4 keeps 9 of 27 positions"
+    res = _run_engines("layer", dense, sparse, x, reps, threads, DEFAULT_GROUP_SIZE, out, 3.0)
+    res["layer"] = f"1x64x8x28x28 -> 128, 3x3x3, pad 1; KGS gM={gm} gN={gn} keeps 9 of 27 positions"
     table = format_table(res["rows"], ["engine", "median_ms", "vs_pytorch", "vs_rt3d_dense", "max_rel_error"])
     r = res["ratios"]
     table += (
@@ -90,21 +86,22 @@ def demo(out_dir: str | Path = "rt3d-out", width: float = 0.25, frames: int = 16
          rate: float = 3.6, reps: int = 5, threads: int = 2, seed: int = 0) -> dict:
     """C3D-style model, magnitude KGS masks at a whole-model FLOPs rate, all engines compared."""
     torch.manual_seed(seed)
+    gm, gn = DEFAULT_GROUP_SIZE
     out = Path(out_dir)
     dense = C3D(num_classes=101, width=width, frames=frames, size=size).eval()
     x = torch.randn(1, 3, frames, size, size)
     sparse = C3D(num_classes=101, width=width, frames=frames, size=size).eval()
     sparse.load_state_dict(dense.state_dict())
-    layers = apply_kgs_magnitude(sparse, x, rate, (8, 4))
+    layers = apply_kgs_magnitude(sparse, x, rate, DEFAULT_GROUP_SIZE)
     macs = count_macs(dense, x)
     total = sum(macs.values())
     kept = total - sum(layer.dense_macs - layer.kept_macs for layer in layers)
-    res = _run_engines("demo", dense, sparse, x, reps, threads, (8, 4), out, total / kept)
+    res = _run_engines("demo", dense, sparse, x, reps, threads, DEFAULT_GROUP_SIZE, out, total / kept)
     res["model"] = f"C3D width {width}, input 1x3x{frames}x{size}x{size}, {total / 1e9:.2f} GMAC dense"
     res["layers"] = [{"name": lyr.name, "dense_macs": lyr.dense_macs, "kept_macs": lyr.kept_macs,
                       "rate": lyr.rate} for lyr in layers]
     table = format_table(res["rows"], ["engine", "median_ms", "vs_pytorch", "vs_rt3d_dense", "max_rel_error"])
-    table = f"{res['model']}; KGS 8x4 magnitude masks at {total / kept:.2f}x whole-model FLOPs\n\n" + table
+    table = f"{res['model']}; KGS {gm}x{gn} magnitude masks at {total / kept:.2f}x whole-model FLOPs\n\n" + table
     write_results(out, "demo", res, table)
     _plot(res["rows"], out / "demo.png", res["model"])
     return {**res, "table": table}

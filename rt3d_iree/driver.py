@@ -22,9 +22,11 @@ import torch
 from tqdm import tqdm
 
 from . import api
-from .bench import TOLERANCE, format_table, max_rel_error
+from .bench import format_table
 from .errors import Rt3dError
 from .files import atomic_write
+from .group_size import resolve_group_size
+from .harness import ROUNDS, Variant, check_against, check_rounds, time_interleaved
 from .models import C3D, count_macs
 from .runners import Runner, get_runner
 from .sparsity import apply_kgs_magnitude
@@ -45,13 +47,17 @@ class BenchConfig:
     target: str = "host"
     runner: str | None = None  # None: the target's default (local, or qemu for aarch64)
     threads: int = 2
-    repetitions: int = 5
-    group_size: tuple[int, int] | None = None  # None: a checkpoint's own, else 8x4
+    repetitions: int = 5  # timed runs per variant per round
+    rounds: int = ROUNDS  # every variant is timed once per round, in turn (median over all runs)
+    group_size: tuple[int, int] | str | None = None  # None: a checkpoint's own, else the default; or "auto"
     rate: float = 3.6
     width: float = 0.125
     frames: int = 16
     size: int = 56
     device: str | None = None  # IREE driver override (local-sync, local-task, vulkan); None: the target's
+
+    def __post_init__(self) -> None:
+        check_rounds(self.rounds)  # before minutes of compiling
 
 
 def _target(cfg: BenchConfig) -> Target:
@@ -104,7 +110,8 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
     x = torch.randn(1, 3, cfg.frames, cfg.size, cfg.size)
     sparse = C3D(num_classes=10, width=cfg.width, frames=cfg.frames, size=cfg.size).eval()
     sparse.load_state_dict(dense.state_dict())
-    layers = apply_kgs_magnitude(sparse, x, cfg.rate, cfg.group_size or (8, 4))
+    gm, gn = resolve_group_size(cfg.group_size, target=target)
+    layers = apply_kgs_magnitude(sparse, x, cfg.rate, (gm, gn))
     total = sum(count_macs(dense, x).values())
     kept = total - sum(lyr.dense_macs - lyr.kept_macs for lyr in layers)
     name = f"C3D w{cfg.width} 1x3x{cfg.frames}x{cfg.size}x{cfg.size}"
@@ -114,42 +121,50 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
         logger.warning("%s has narrow subgroups: benchmarking the C3D conv trunk without its FC layers", device)
         dense, sparse = dense.features, sparse.features
         name += " conv trunk (no FC: device subgroups < 64)"
-    gm, gn = cfg.group_size or (8, 4)
     variants = (("dense", dense), (f"KGS {gm}x{gn} {total / kept:.2f}x", sparse))
     return _bench_variants(name, variants, x, cfg, (gm, gn), target, runner)
 
 
 def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module]], x: torch.Tensor, cfg: BenchConfig,
                     group_size: tuple[int, int], target: Target, runner: Runner) -> list[dict]:
-    """Compile each model for the target, check it against PyTorch on the runner, time it."""
+    """Compile each model for the target and check it against PyTorch on the runner, then time
+    them all in interleaved rounds (harness.time_interleaved): ratios come from one run."""
+    timed: list[Variant] = []
+    errors: list[float | None] = []
+    steps = tqdm(total=len(variants) + cfg.rounds, desc=f"bench {cfg.target}", unit="step")
+    with torch.no_grad():
+        for variant, model in variants:
+            steps.set_postfix_str(f"compile {variant}")
+            compiled = api.compile(model, (x,), target=target, group_size=group_size, runner=runner)
+            # The adb runner only times; check such code with the qemu runner (same aarch64 code).
+            err = None if runner.name == "adb" else check_against(model(x), compiled(x),
+                                                                  name=f"{variant} on {target.name}")
+            errors.append(err)
+            timed.append(Variant.module(variant, compiled, (x,), threads=cfg.threads, repetitions=cfg.repetitions))
+            steps.update()
+    steps.set_postfix_str(f"time every variant, in turn, {cfg.rounds} rounds")
+    time_interleaved(timed, cfg.rounds, on_round=steps.update)
+    steps.close()
     rows: list[dict] = []
     dense_ms = None
-    with torch.no_grad():
-        for variant, model in tqdm(variants, desc=f"bench {cfg.target}", unit="model"):
-            ref = model(x)
-            compiled = api.compile(model, (x,), target=cfg.target, group_size=group_size)
-            compiled.runner, compiled.target = runner, target
-            err = max_rel_error(compiled(x), ref) if runner.name != "adb" else None
-            if err is not None and err > TOLERANCE:
-                raise Rt3dError(f"{variant} on {cfg.target} differs from PyTorch: max rel error {err:.3g}",
-                                "this is a compiler bug: please report it with the model")
-            result = compiled.benchmark(x, threads=cfg.threads, repetitions=cfg.repetitions)
-            dense_ms = dense_ms or result.median_ms
-            rows.append(_row(name, variant, compiled.target, runner, result, dense_ms, err))
+    for variant, err in zip(timed, errors, strict=True):
+        result = variant.result()
+        dense_ms = dense_ms or result.median_ms
+        rows.append(_row(name, variant.name, target, runner, result, dense_ms, err))
     return rows
 
 
 def bench_checkpoint(path: Path, cfg: BenchConfig, runner_options: dict | None = None, seed: int = 0) -> list[dict]:
     """An `rt3d prune` checkpoint: its dense starting point and the pruned model, both compiled
     with the KGS pass, checked against PyTorch and timed in one run (the speedup pruning bought)."""
-    from .prune.checkpoint import group_size_of, load_checkpoint, model_from_checkpoint
+    from .prune.checkpoint import load_checkpoint, model_from_checkpoint
 
     target = _target(cfg)
     runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
     runner.check(target.driver)
     state = load_checkpoint(path)
     pruned, example = model_from_checkpoint(state)
-    group_size = cfg.group_size or group_size_of(state) or (8, 4)
+    group_size = resolve_group_size(cfg.group_size, model=state, target=target)
     rep = state.get("report") or {}
     variants: list[tuple[str, torch.nn.Module]] = []
     if state.get("dense_state") is not None:
@@ -181,11 +196,11 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
             raise Rt3dError("a .vmfb needs its inputs",
                             "add --input SHAPExTYPE=VALUE or --input @file.npy per argument")
         # A bare vmfb carries no signature we read here; iree-benchmark-module checks the inputs.
-        result = runner.benchmark(path.read_bytes(), function or "forward", arrays, target.driver, cfg.threads,
-                                  cfg.repetitions)
+        vmfb = path.read_bytes()
+        variant = Variant.benchmarked("as given", lambda: runner.benchmark(
+            vmfb, function or "forward", arrays, target.driver, cfg.threads, cfg.repetitions))
     else:
-        compiled = api.compile(path, target=cfg.target, group_size=cfg.group_size or (8, 4))
-        compiled.runner, compiled.target = runner, target
+        compiled = api.compile(path, target=target, group_size=cfg.group_size, runner=runner)
         if not arrays:
             rng = np.random.default_rng(0)
             arrays = [rng.standard_normal(s.shape).astype(s.dtype) for s in compiled.inputs]
@@ -193,11 +208,10 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
             program = torch.export.load(str(path))
             with torch.no_grad():
                 ref = program.module()(*[torch.from_numpy(a) for a in arrays])
-            ref = ref[0] if isinstance(ref, (tuple, list)) else ref
-            out = compiled(*arrays)
-            err = max_rel_error(out[0] if isinstance(out, tuple) else out, ref)
-        result = compiled.benchmark(*arrays, threads=cfg.threads, repetitions=cfg.repetitions)
-    return [_row(path.name, "as given", target, runner, result, None, err)]
+            err = check_against(ref, compiled(*arrays), name=f"{path.name} on {target.name}")
+        variant = Variant.module("as given", compiled, arrays, threads=cfg.threads, repetitions=cfg.repetitions)
+    time_interleaved([variant], cfg.rounds)
+    return [_row(path.name, variant.name, target, runner, variant.result(), None, err)]
 
 
 def write_bench(rows: list[dict], out_dir: str | Path, name: str = "bench") -> tuple[str, list[Path]]:

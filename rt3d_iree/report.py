@@ -30,9 +30,11 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
-from .bench import TOLERANCE, format_table, interleaved_medians, max_rel_error, time_vmfb, torch_times
+from .bench import format_table, torch_times
 from .errors import Rt3dError
 from .files import atomic_write
+from .group_size import DEFAULT_GROUP_SIZE
+from .harness import ROUNDS, Variant, check_against, check_rounds, medians, time_interleaved
 from .models import build_model, count_macs, fold_batchnorm
 from .prune.structure import ModelUnits, Structure
 from .sparsity import apply_kgs_magnitude
@@ -55,9 +57,9 @@ class ReportConfig:
     size: int = 112
     num_classes: int = 101
     reps: int = 5
-    rounds: int = 3
+    rounds: int = ROUNDS
     threads: int = 2
-    group_size: tuple[int, int] = (8, 4)
+    group_size: tuple[int, int] = DEFAULT_GROUP_SIZE
     sweep_model: str = "c3d"
     sweep_rates: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)
     onnx: bool = True
@@ -68,8 +70,7 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if self.reps < 5:
             raise Rt3dError(f"reps must be at least 5 (got {self.reps})", "medians need 5 or more runs")
-        if self.rounds < 1:
-            raise Rt3dError(f"rounds must be at least 1 (got {self.rounds})", "for example --rounds 3")
+        check_rounds(self.rounds)
         for m in self.models:
             if m not in PAPER_RATES:
                 raise Rt3dError(f"unknown model {m!r}", f"choose from: {', '.join(PAPER_RATES)}")
@@ -128,19 +129,23 @@ def prune_to(model: nn.Module, x: torch.Tensor, rate: float, group_size: tuple[i
 
 class _Run:
     """One model's measurements. Every output is checked against PyTorch before anything is
-    timed; the engines are then timed in interleaved rounds (bench.interleaved_medians), all
+    timed; the engines are then timed in interleaved rounds (harness.time_interleaved), all
     but stock IREE, which is timed once on its own (tens of seconds a run on C3D)."""
 
     def __init__(self, cfg: ReportConfig, name: str, progress: tqdm) -> None:
         self.cfg, self.name, self.progress = cfg, name, progress
         self.rows: list[dict] = []
-        self.timers: dict[int, Callable[[], list[float]]] = {}  # row index -> timer
+        self.variants: dict[int, Variant] = {}  # row index -> what times it
 
     def add(self, engine: str, rate_target: float, rate: float, ms: float | None, err: float | None,
             compile_s: float | None = None, note: str = "") -> int:
         self.rows.append({"model": self.name, "engine": engine, "rate_target": rate_target, "flops_rate": rate,
                           "median_ms": ms, "max_rel_error": err, "compile_s": compile_s, "note": note})
         return len(self.rows) - 1
+
+    def timed(self, row: int, timer: Callable[[], list[float]]) -> None:
+        """Time ``row``'s engine with the others (names are unique per row: one engine runs at several rates)."""
+        self.variants[row] = Variant(f"{row}: {self.rows[row]['engine']} {self.rows[row]['rate_target']:g}x", timer)
 
     def step(self, text: str) -> None:
         self.progress.set_postfix_str(f"{self.name}: {text}")
@@ -153,42 +158,37 @@ class _Run:
         module = api.compile(model, (x,), kgs=kgs, group_size=cfg.group_size)
         compile_s = time.perf_counter() - start
         self.progress.update()
-        err = max_rel_error(module(x), ref)
-        if err > TOLERANCE:
-            raise Rt3dError(f"{engine} on {self.name} differs from PyTorch: max rel error {err:.3g}",
-                            "this is a compiler bug: please report it (rt3d compile leaves a reproducer)")
+        err = check_against(ref, module(x), name=f"{engine} on {self.name}")
         kernels = sorted({c.kernel for c in (module.report.convs if module.report else []) if c.kernel})
         row = self.add(engine, rate_target, rate, None, err, compile_s, "+".join(kernels))
-        xs = (x.numpy(),)
+        variant = Variant.module(engine, module, (x.numpy(),), threads=cfg.threads, repetitions=cfg.reps)
         if kgs:
-            self.timers[row] = lambda: module.benchmark(*xs, threads=cfg.threads, repetitions=cfg.reps).times_ms
+            self.timed(row, variant.timer)
         else:
             self.step(f"time {engine} {rate_target:g}x")
-            self.rows[row]["median_ms"] = time_vmfb(module, xs, cfg.reps, cfg.threads)
+            self.rows[row]["median_ms"] = medians(time_interleaved([variant], 1))[engine]
             self.progress.update()
 
     def reference_engines(self, model: nn.Module, x: torch.Tensor, ref: torch.Tensor, rate_target: float,
                           rate: float) -> None:
         cfg = self.cfg
         row = self.add("PyTorch eager", rate_target, rate, None, 0.0)
-        self.timers[row] = lambda: torch_times(model, (x,), cfg.reps, cfg.threads)
+        self.timed(row, lambda: torch_times(model, (x,), cfg.reps, cfg.threads))
         if cfg.onnx:
             self.step(f"ONNX Runtime {rate_target:g}x")
             session = _ort_session(model, x, cfg.threads)
             out = session.run(None, {"x": x.numpy()})[0]
-            err = max_rel_error(out, ref)
-            if err > TOLERANCE:
-                raise Rt3dError(f"ONNX Runtime on {self.name} differs from PyTorch: {err:.3g}", "check the export")
+            err = check_against(ref, out, name=f"ONNX Runtime on {self.name}", hint="check the export")
             row = self.add("ONNX Runtime", rate_target, rate, None, err)
-            self.timers[row] = lambda: ort_times(session, x.numpy(), cfg.reps)
+            self.timed(row, lambda: ort_times(session, x.numpy(), cfg.reps))
 
     def time_all(self) -> None:
         """Time every registered engine, in turn, ``cfg.rounds`` times; fill in the medians."""
-        self.step(f"time {len(self.timers)} engines in turn, {self.cfg.rounds} rounds")
-        medians = interleaved_medians(self.timers, self.cfg.rounds, on_round=self.progress.update)
-        for row, ms in medians.items():
-            self.rows[row]["median_ms"] = ms
-        self.timers.clear()
+        self.step(f"time {len(self.variants)} engines in turn, {self.cfg.rounds} rounds")
+        ms = medians(time_interleaved(list(self.variants.values()), self.cfg.rounds, on_round=self.progress.update))
+        for row, variant in self.variants.items():
+            self.rows[row]["median_ms"] = ms[variant.name]
+        self.variants.clear()
 
 
 def _zero_classifier_bias(model: nn.Module) -> None:

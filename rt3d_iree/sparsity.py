@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import Rt3dError
+from .group_size import DEFAULT_GROUP_SIZE, resolve_group_size
 from .prune.importance import select_to_rate
 from .prune.structure import LayerUnits, ModelUnits, Structure
 
@@ -38,7 +39,7 @@ def apply_kgs_magnitude(
     model: nn.Module,
     example: torch.Tensor,
     flops_rate: float,
-    group_size: tuple[int, int] = (8, 4),
+    group_size: tuple[int, int] = DEFAULT_GROUP_SIZE,
     min_keep: float = 0.05,
 ) -> list[LayerSparsity]:
     """Zero the lowest-magnitude KGS units of every Conv3d until whole-model MACs drop ``flops_rate``x.
@@ -48,9 +49,7 @@ def apply_kgs_magnitude(
     of its units. Returns per-layer MACs before and after. (One-shot, no training: the
     pruning algorithms proper are in :mod:`rt3d_iree.prune`, on the same structure code.)
     """
-    gm, gn = group_size
-    if gm < 1 or gn < 1:
-        raise Rt3dError(f"bad group size {gm}x{gn}", "use positive sizes such as 8x4")
+    gm, gn = resolve_group_size(group_size)
     if not flops_rate >= 1.0:
         raise Rt3dError(f"FLOPs rate must be >= 1 (got {flops_rate})", "for example 2.6 or 3.6")
     units = ModelUnits(model, example, Structure("kgs", (gm, gn)))
@@ -77,7 +76,7 @@ def kgs_density(weight: torch.Tensor, group_size: tuple[int, int]) -> float:
 
 def kgs_prune_positions(conv: nn.Conv3d, keep: int, group_size: tuple[int, int], seed: int = 0) -> None:
     """Keep ``keep`` random kernel positions per (gM x gN) block: balanced KGS at a fixed rate."""
-    gm, gn = group_size
+    gm, gn = resolve_group_size(group_size)
     rng = np.random.default_rng(seed)
     w = conv.weight.data
     f, c = w.shape[:2]

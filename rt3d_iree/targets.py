@@ -102,3 +102,19 @@ def get_target(name: str) -> Target:
     except KeyError:
         known = ", ".join(sorted(TARGETS))
         raise Rt3dError(f"unknown target {name!r}", f"choose one of: {known}") from None
+
+
+def resolve_target(target: str | Target) -> Target:
+    """A ``Target`` as given (for example with its driver replaced), or one looked up by name.
+
+    Why: callers that adjust a target (``rt3d bench --device``) pass the object itself, so
+    the compiled module carries it; every other caller names one.
+    """
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str):
+        return get_target(target)
+    raise Rt3dError(
+        f"target must be a target name (str) or an rt3d_iree.targets.Target, got {type(target).__name__}",
+        f"pass one of: {', '.join(sorted(TARGETS))}, or rt3d_iree.get_target(name)",
+    )

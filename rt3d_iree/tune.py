@@ -19,7 +19,9 @@ from torch import nn
 from tqdm import tqdm
 
 from . import api
+from .bench import format_table
 from .errors import Rt3dError
+from .harness import ROUNDS, Variant, check_rounds, medians, time_interleaved
 from .runners import get_runner
 from .sparsity import kgs_prune_positions
 from .targets import get_target
@@ -48,36 +50,53 @@ QUICK_LAYERS = (SynthLayer(32, 64, 4, 14),)
 
 def tune(target: str = "host", runner: str | None = None, candidates=CANDIDATES, keep: int = 9,
          layers=LAYERS, threads: int = 2, repetitions: int = 5, path: Path | None = None,
-         runner_options: dict | None = None, seed: int = 0) -> dict:
-    """Time every candidate group size on ``layers`` (KGS keeping ``keep`` of 27 positions) and record the best."""
+         runner_options: dict | None = None, seed: int = 0, rounds: int = ROUNDS) -> dict:
+    """Time every candidate group size on ``layers`` (KGS keeping ``keep`` of 27 positions) and record the best.
+
+    Every (candidate, layer) module is compiled first, then all are timed in interleaved rounds
+    (harness.time_interleaved), so a slow spell on the machine cannot favour one candidate.
+    """
+    check_rounds(rounds)
+    candidates = list(dict.fromkeys(tuple(c) for c in candidates))  # each once: a repeat would time nothing new
     tgt = get_target(target)
     run = get_runner(runner or tgt.runner, **(runner_options or {}))
     if run.emulated:
         raise Rt3dError(
             f"the {run.name} runner cannot time ({target} runs under emulation here)",
             "time on a phone with --runner adb --adb-tool PATH, or record a choice: "
-            f"rt3d tune --target {target} --set 8x4",
+            f"rt3d tune --target {target} --set {DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}",
         )
     run.check(tgt.driver)
     torch.manual_seed(seed)
-    timings = []
-    steps = tqdm(total=len(candidates) * len(layers), desc=f"tune {target}", unit="layer")
+    variants: list[Variant] = []
+    steps = tqdm(total=len(candidates) * len(layers) + rounds, desc=f"tune {target}", unit="step")
     for gm, gn in candidates:
-        total = 0.0
-        per_layer = []
-        for layer in layers:
+        for i, layer in enumerate(layers):
             conv = nn.Conv3d(layer.cin, layer.cout, layer.kernel, padding=tuple(k // 2 for k in layer.kernel)).eval()
             kvol = layer.kernel[0] * layer.kernel[1] * layer.kernel[2]
             kgs_prune_positions(conv, keep=max(1, round(keep * kvol / 27)), group_size=(gm, gn), seed=seed)
             x = torch.randn(1, layer.cin, layer.frames, layer.size, layer.size)
-            compiled = api.compile(conv, (x,), target=target, group_size=(gm, gn))
-            compiled.runner = run
-            ms = compiled.benchmark(x, threads=threads, repetitions=repetitions).median_ms
-            per_layer.append(ms)
-            total += ms
+            compiled = api.compile(conv, (x,), target=tgt, group_size=(gm, gn), runner=run)
+            variants.append(Variant.module(_name(gm, gn, i), compiled, (x,), threads=threads, repetitions=repetitions))
             steps.update()
-        timings.append({"group_size": [gm, gn], "total_ms": total, "per_layer_ms": per_layer})
+    ms = medians(time_interleaved(variants, rounds, on_round=steps.update))
     steps.close()
+    timings = []
+    for gm, gn in candidates:
+        per_layer = [ms[_name(gm, gn, i)] for i in range(len(layers))]
+        timings.append({"group_size": [gm, gn], "total_ms": sum(per_layer), "per_layer_ms": per_layer})
     best = min(timings, key=lambda t: t["total_ms"])
     where = record(target, tuple(best["group_size"]), f"measured with the {run.name} runner", timings, path)
     return {"target": target, "best": best["group_size"], "timings": timings, "file": str(where)}
+
+
+def tune_table(res: dict) -> str:
+    """The markdown table `rt3d tune` prints and writes: every candidate's times, then the choice."""
+    rows = [{"group_size": f"{t['group_size'][0]}x{t['group_size'][1]}", "total_ms": t["total_ms"],
+             "per_layer_ms": " ".join(f"{v:.3g}" for v in t["per_layer_ms"])} for t in res["timings"]]
+    table = format_table(rows, ["group_size", "total_ms", "per_layer_ms"])
+    return table + f"\n\nbest for {res['target']}: {res['best'][0]}x{res['best'][1]} (recorded in {res['file']})"
+
+
+def _name(gm: int, gn: int, layer: int) -> str:
+    return f"{gm}x{gn} layer {layer}"

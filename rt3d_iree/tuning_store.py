@@ -11,9 +11,8 @@ from pathlib import Path
 
 from .errors import Rt3dError
 from .files import atomic_write
+from .passes.kgs.options import DEFAULT_GROUP_SIZE  # re-exported: callers imported it from here before
 from .tools import cache_dir
-
-DEFAULT_GROUP_SIZE = (8, 4)
 
 
 def tuning_file() -> Path:
@@ -32,7 +31,7 @@ def load_tuning(path: Path | None = None) -> dict:
 
 
 def tuned_group_size(target: str, path: Path | None = None) -> tuple[int, int]:
-    """The recorded group size for ``target``, else the default 8x4."""
+    """The recorded group size for ``target``, else ``DEFAULT_GROUP_SIZE``."""
     entry = load_tuning(path).get(target)
     return tuple(entry["group_size"]) if entry else DEFAULT_GROUP_SIZE  # type: ignore[return-value]
 

@@ -16,6 +16,7 @@ import time
 import torch
 
 from rt3d_iree.compiler import apply_kgs, compile_mlir, kgs_options
+from rt3d_iree.group_size import DEFAULT_GROUP_SIZE
 from rt3d_iree.importer import import_torch
 from rt3d_iree.models import C3D
 from rt3d_iree.sparsity import apply_kgs_magnitude
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     module = import_torch(model, (x,))
     t1 = time.perf_counter()
-    report = apply_kgs(module, kgs_options((8, 4), target))
+    report = apply_kgs(module, kgs_options(DEFAULT_GROUP_SIZE, target))
     t2 = time.perf_counter()
     vmfb = compile_mlir(module, target)
     t3 = time.perf_counter()

@@ -14,6 +14,11 @@ import numpy as np
 from ..kernel_config import CONFIGS, KernelConfig, SpirvKernelConfig
 from .ukernel_abi import Microkernel
 
+# The KGS group size (gM filters, gN channels) when nobody chose one: the paper's 8x4. The one
+# place it is written; rt3d_iree.group_size resolves what a caller gave against it, and the
+# pruning code, the benchmarks and the CLI import it from here (the lowest layer).
+DEFAULT_GROUP_SIZE: tuple[int, int] = (8, 4)
+
 
 @dataclass(frozen=True)
 class KgsConv3dOptions:
@@ -33,8 +38,8 @@ class KgsConv3dOptions:
             conv when this is None, take the code generation path.
     """
 
-    group_m: int = 8
-    group_n: int = 4
+    group_m: int = DEFAULT_GROUP_SIZE[0]
+    group_n: int = DEFAULT_GROUP_SIZE[1]
     target: str = "cpu"
     config: KernelConfig | None = None
     max_padding_waste: float = 0.25

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import Rt3dError
+from ..passes.kgs.options import DEFAULT_GROUP_SIZE
 from .importance import magnitude_scores, reference_rms, select_to_rate
 from .pruners import ALGORITHMS, DEFAULT_LAMBDA
 from .structure import ModelUnits, Structure
@@ -96,7 +97,7 @@ class Pruner:
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, scheme: str = "kgs",
-                 group_size: tuple[int, int] = (8, 4), rate: float = 2.6, algorithm: str = "reweighted",
+                 group_size: tuple[int, int] = DEFAULT_GROUP_SIZE, rate: float = 2.6, algorithm: str = "reweighted",
                  lam: float | None = None, min_keep: float = 0.03, options: PrunerOptions | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise Rt3dError(f"Pruner needs a torch.nn.Module, got {type(model).__name__}",

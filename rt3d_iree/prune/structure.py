@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import Rt3dError
 from ..models import count_macs
+from ..passes.kgs.options import DEFAULT_GROUP_SIZE
 from .graph import fold_dead, folded_entries, trace_channels
 
 SCHEMES = ("filter", "vanilla", "kgs")
@@ -40,7 +41,7 @@ class Structure:
     """A scheme and its group size (gM filters x gN channels)."""
 
     scheme: str = "kgs"
-    group_size: tuple[int, int] = (8, 4)
+    group_size: tuple[int, int] = DEFAULT_GROUP_SIZE
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:

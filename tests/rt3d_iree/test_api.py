@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import rt3d_iree
-from rt3d_iree import CompileError, Rt3dError
+from rt3d_iree import TARGETS, CompileError, Rt3dError
 from rt3d_iree.bench import max_rel_error
+from rt3d_iree.runners import LocalRunner
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,40 @@ def test_untraceable_model_gets_clear_error():
 
     with pytest.raises(Rt3dError, match="torch.export could not export"):
         rt3d_iree.compile(Branchy(), (torch.randn(2, 2),))
+
+
+class _CountingRunner(LocalRunner):
+    """The local runner, counting what it is asked to do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def run(self, vmfb, function, inputs, n_outputs, driver):
+        self.calls.append(f"run {driver}")
+        return super().run(vmfb, function, inputs, n_outputs, driver)
+
+
+def test_target_object_and_runner_are_used_as_given():
+    """A Target object (here with its driver replaced) and a runner go in; nobody patches the result."""
+    model = nn.Conv3d(2, 4, 3, padding=1).eval()
+    x = torch.randn(1, 2, 3, 5, 5)
+    target = replace(TARGETS["host"], driver="local-sync")
+    runner = _CountingRunner()
+    compiled = rt3d_iree.compile(model, (x,), target=target, runner=runner)
+    assert compiled.target is target and compiled.runner is runner
+    assert max_rel_error(compiled(x), model(x).detach()) <= 1e-4
+    assert runner.calls == ["run local-sync"]  # the given runner, with the given target's driver
+
+
+def test_wrong_target_or_runner_type_names_what_is_accepted(small):
+    model, x, _ = small
+    with pytest.raises(Rt3dError, match=r"target must be a target name \(str\) or an rt3d_iree.targets.Target, "
+                       "got int") as err:
+        rt3d_iree.compile(model, (x,), target=3)
+    assert "host" in err.value.hint
+    with pytest.raises(Rt3dError, match="runner must be an rt3d_iree.runners.Runner or None, got str") as err:
+        rt3d_iree.compile(model, (x,), runner="qemu")
+    assert "get_runner" in err.value.hint
+    with pytest.raises(Rt3dError, match="target must be"):
+        rt3d_iree.optimize(model, (x,), target=None)

@@ -28,13 +28,13 @@ def read_results(out):
 
 @pytest.mark.parametrize("target", ["host", "aarch64"])
 def test_bench_builtin(tmp_path, target):
-    proc = rt3d("bench", "--target", target, "--repetitions", "2", "--out", str(tmp_path))
+    proc = rt3d("bench", "--target", target, "--repetitions", "2", "--rounds", "2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     rows = read_results(tmp_path)
     assert [r["variant"].split()[0] for r in rows] == ["dense", "KGS"]
     for r in rows:
         assert r["max_rel_error"] <= 1e-4
-        assert r["median_ms"] > 0 and len(r["times_ms"]) == 2
+        assert r["median_ms"] > 0 and len(r["times_ms"]) == 2 * 2  # every run of both interleaved rounds
     if target == "aarch64":
         assert all(r["runner"] == "qemu" and r["timing"].startswith("emulated") for r in rows)
         assert "say nothing about a phone" in proc.stdout
