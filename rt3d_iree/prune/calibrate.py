@@ -27,7 +27,7 @@ from ..files import atomic_write
 from ..models import build_model, count_macs
 from .checkpoint import load_checkpoint
 from .stats import mean_sd
-from .table import TableSettings, _config, _finished, _run
+from .table import TableSettings, _config, _finished, _run, table_dense_epochs
 from .train import datasets, train_dense
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def _dense(s: TableSettings, width: float, seed: int, out: Path, progress: bool)
 def calibrate(out: str | Path, settings: TableSettings | None = None, progress: bool = True) -> dict[str, Any]:
     """Train the two dense widths per seed, score the estimators, write the report."""
     s = settings or TableSettings(models=("c3d",))
+    s = replace(s, dense_epochs=s.dense_epochs or table_dense_epochs("c3d"))
     out = Path(out)
     widths = (s.width, s.width / 2)
     acc = {w: [_dense(s, w, seed, out, progress) for seed in s.seeds] for w in widths}

@@ -36,7 +36,9 @@ from tqdm import tqdm
 from ..errors import Rt3dError
 from ..files import atomic_write
 from ..models import min_input
+from ..passes.kgs.options import DEFAULT_GROUP_SIZE
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .layer_rates import format_layer_rates, layer_rows, summarize_layers
 from .structure import Structure, check_structure
 from .table_report import (  # noqa: F401  (re-exported: the table's grid and summaries)
     DEFAULT_GRID,
@@ -57,6 +59,18 @@ from .train import PruneConfig, datasets, prune, train_dense
 
 logger = logging.getLogger(__name__)
 
+# Dense epochs before pruning, per model (else 12). Why R(2+1)D gets more: under the 12-epoch
+# schedule its dense models stopped on a plateau near 75% (6 of the 8 classes), and the 16
+# epochs every cell trains after them then either left it there or climbed to 91-93%, so the
+# cells of one seed differed by 15 points for reasons that had nothing to do with pruning
+# (same-budget dense: 78.2% and 92.7%; AMD Zen 5). Pruning should start from a converged model.
+TABLE_DENSE_EPOCHS = {"r2plus1d": 24}
+
+
+def table_dense_epochs(model: str) -> int:
+    return TABLE_DENSE_EPOCHS.get(model, 12)
+
+
 @dataclass(frozen=True)
 class TableSettings:
     """What a table run trains; ``quick()`` is the CI-sized variant. Validated on creation,
@@ -70,7 +84,7 @@ class TableSettings:
     size: int = 32
     train_clips: int = 2000
     val_clips: int = 1000
-    dense_epochs: int = 12
+    dense_epochs: int | None = None  # None = the model's (TABLE_DENSE_EPOCHS)
     reg_epochs: int = 4
     # Why 12 and not 4: the hard prune costs KGS 3.6x 10-13 points (C3D, seeds 0 and 1) and
     # 4 cosine epochs won back only part of it (83.1% against 91.9% for the dense model given
@@ -79,7 +93,7 @@ class TableSettings:
     # damaged model recovers in a short schedule.
     retrain_epochs: int = 12
     rounds: int = 3
-    group_size: tuple[int, int] = (8, 4)
+    group_size: tuple[int, int] = DEFAULT_GROUP_SIZE
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -94,7 +108,7 @@ class TableSettings:
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise Rt3dError(f"seeds must be distinct and >= 0 (got {list(self.seeds)})", "for example --seeds 0,1")
         for name in ("dense_epochs", "reg_epochs", "retrain_epochs", "rounds", "train_clips", "val_clips"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise Rt3dError(f"{name.replace('_', ' ')} must be >= 1 (got {getattr(self, name)})",
                                 f"give a positive --{name.replace('_', '-')}")
         if not self.width > 0:
@@ -113,7 +127,8 @@ class TableSettings:
 
 def _config(s: TableSettings, model: str, seed: int) -> PruneConfig:
     return PruneConfig(model=model, width=s.width, frames=s.frames, size=s.size, train_clips=s.train_clips,
-                       val_clips=s.val_clips, dense_epochs=s.dense_epochs, reg_epochs=s.reg_epochs,
+                       val_clips=s.val_clips, dense_epochs=s.dense_epochs or table_dense_epochs(model),
+                       reg_epochs=s.reg_epochs,
                        retrain_epochs=s.retrain_epochs, rounds=s.rounds, group_size=s.group_size, seed=seed)
 
 
@@ -181,7 +196,8 @@ def _record(model: str, seed: int, cell: Cell, state: dict[str, Any], path: Path
     return {"model": model, "seed": seed, "scheme": scheme, "rate_target": rate, "algorithm": algorithm,
             "rate": rep["rate"], "accuracy": correct.count("1") / max(len(correct), 1),
             "reported_accuracy": float(state["accuracy"]), "dense_accuracy": dense_acc,
-            "structure_ok": structure_ok, "macs": rep["macs_pruned"], "checkpoint": str(path), "correct": correct}
+            "structure_ok": structure_ok, "macs": rep["macs_pruned"], "checkpoint": str(path), "correct": correct,
+            "layers": layer_rows(rep)}
 
 
 def _chain(s: TableSettings, model: str, seed: int, runs_dir: Path) -> list[tuple[Cell, PruneConfig, Path]]:
@@ -285,10 +301,12 @@ def prune_table(out: str | Path, settings: TableSettings | None = None, progress
     doc: dict[str, Any] = {"settings": {**asdict(s), "grid": [list(c) for c in s.grid]}, "runs": runs,
                            **summarize(runs)}
     doc["table"] = format_table(runs)
+    doc["layer_rates"] = summarize_layers(runs)
+    doc["layer_table"] = format_layer_rates(runs)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes
         return doc
     atomic_write(out / "prune_table.json", json.dumps(doc, indent=2))
-    atomic_write(out / "prune_table.md", doc["table"] + "\n")
+    atomic_write(out / "prune_table.md", "\n\n".join(t for t in (doc["table"], doc["layer_table"]) if t) + "\n")
     atomic_write(out / "prune_table.csv", to_csv(runs))
     plot(doc["aggregates"], out / "prune_table.png")
     return doc

@@ -142,7 +142,7 @@ def format_table(runs: list[dict[str, Any]]) -> str:
 
 def to_csv(runs: list[dict[str, Any]]) -> str:
     """One row per run; the per-clip correctness stays in the JSON (a column of bits helps nobody)."""
-    fields = [k for k in runs[0] if k != "correct"]
+    fields = [k for k in runs[0] if k not in ("correct", "layers")]  # per-conv rates: in the JSON and the md
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from rt3d_iree.errors import Rt3dError
+from rt3d_iree.prune.layer_rates import format_layer_rates
 from rt3d_iree.prune.stats import mcnemar_exact
 from rt3d_iree.prune.table import (
     DEFAULT_GRID,
@@ -139,7 +140,11 @@ def test_quick_table_has_every_cell_per_seed_and_resumes(tmp_path):
         assert o["b"] + o["c"] <= o["clips"] == 2 * doc["settings"]["val_clips"]
         assert o["p"] == pytest.approx(mcnemar_exact(o["b"], o["c"])) and o["verdict"]
     # The table is recomputable from the JSON's per-seed runs alone.
-    assert format_table(runs) == doc["table"] == (tmp_path / "prune_table.md").read_text().rstrip("\n")
+    assert format_table(runs) == doc["table"]
+    assert (tmp_path / "prune_table.md").read_text() == f"{doc['table']}\n\n{format_layer_rates(runs)}\n"
+    # Every pruned run records its per-conv rates (8 convs in C3D), summarised per cell.
+    assert all(len(r["layers"]) == 8 for r in runs if r["scheme"] != "dense")
+    assert len(doc["layer_rates"]) == len(DEFAULT_GRID) and "Per-conv rates" in doc["layer_table"]
     assert (tmp_path / "prune_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((tmp_path / "prune_table.csv").open()))
     assert len(rows) == len(runs) and "correct" not in rows[0]
