@@ -1,10 +1,10 @@
 """Lowering configurations for the KGS implicit-GEMM kernels, per target.
 
 IREE's default heuristics treat our gather-GEMM ``linalg.generic`` as an arbitrary
-reduction and pick poor tiles (about 3x slower, see DESIGN.md). We attach an explicit
-``#iree_codegen.compilation_info`` instead. The numbers here are the register-tile shape
-of the outer-product micro-kernel: ``vector_f`` filters x ``vector_q`` output positions
-accumulated over one gathered column per step.
+reduction and pick poor tiles (about 3x slower: docs/design.md, "4.2 Code-generation tiles").
+We attach an explicit ``#iree_codegen.compilation_info`` instead. The numbers here are the
+register-tile shape of the outer-product micro-kernel: ``vector_f`` filters x ``vector_q``
+output positions accumulated over one gathered column per step.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _w(channels: int, width: float) -> int:
 class C3D(nn.Module):
     """C3D (Tran et al. 2015): 8 conv3d 3x3x3 layers, 5 pools, fc 4096-4096-classes.
 
-    At width 1.0, 16x112x112 input: 38.5 GMAC, 78.4M parameters (see DESIGN.md).
+    At width 1.0, 16x112x112 input: 38.5 GMAC, 78.4M parameters (docs/design.md, "4.1 Model sizes").
     ``width`` scales every conv and fc width so small variants run on a CPU.
     """
 
