@@ -29,7 +29,6 @@ from torch import nn
 
 from .environment import ALLOCATOR_ENV, allocator_env, allocator_tuned, runtime_tool  # noqa: F401  (re-exported)
 from .harness import TOLERANCE, Variant, max_rel_error, medians, time_interleaved  # noqa: F401  (re-exported)
-from .runtime import CompiledModule
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,6 @@ def torch_times(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5,
     finally:
         torch.set_num_threads(old)
     return times
-
-
-def time_vmfb(compiled: CompiledModule, inputs: Sequence[np.ndarray], reps: int = 5, threads: int = 2) -> float:
-    """Median ms of the module's entry function, measured by iree-benchmark-module on its runner."""
-    return compiled.benchmark(*inputs, threads=threads, repetitions=reps).median_ms
 
 
 def interleaved_medians(timers: dict[str, Callable[[], list[float]]], rounds: int,

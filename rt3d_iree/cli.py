@@ -14,13 +14,12 @@ from pathlib import Path
 
 from .errors import Rt3dError
 from .files import atomic_write
-from .group_size import DEFAULT_GROUP_SIZE
+from .group_size import DEFAULT_GROUP_SIZE, DEFAULT_TEXT
 from .harness import ROUNDS
 from .runners import RUNNERS
 from .targets import KERNELS, TARGETS
 
 logger = logging.getLogger("rt3d_iree")
-_DEFAULT_GS = f"{DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}"
 
 
 def _group_size(text: str) -> tuple[int, int] | str:
@@ -44,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-o", "--output", required=True, help="output file")
         sp.add_argument("--target", default="host", help=f"one of: {', '.join(sorted(TARGETS))}")
         sp.add_argument("--group-size", type=_group_size, default=None,
-                        help=f"KGS gM x gN (default: a checkpoint's own, else {_DEFAULT_GS}; auto = what `rt3d tune` "
+                        help=f"KGS gM x gN (default: a checkpoint's own, else {DEFAULT_TEXT}; auto = what `rt3d tune` "
                         "recorded for the target)")
         sp.add_argument("--kernel", choices=KERNELS, default="auto",
                         help="conv kernels: auto (hand-written microkernel where the target has one, else "
@@ -97,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--input", action="append", default=[], help="@file.npy or SHAPExTYPE=VALUE (repeat per input)")
     be.add_argument("--function", default="forward")
     be.add_argument("--group-size", type=_group_size, default=None,
-                    help=f"KGS gM x gN the pass exploits (default: a checkpoint's own, else {_DEFAULT_GS}; "
+                    help=f"KGS gM x gN the pass exploits (default: a checkpoint's own, else {DEFAULT_TEXT}; "
                     "auto = what `rt3d tune` recorded)")
     be.add_argument("--rate", type=float, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
 
@@ -109,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", type=int, default=32, help="frame height = width")
     pr.add_argument("--scheme", default="kgs", help="filter, vanilla or kgs")
     pr.add_argument("--group-size", type=_group_size, default=DEFAULT_GROUP_SIZE,
-                    help=f"gM filters x gN channels (default {_DEFAULT_GS})")
+                    help=f"gM filters x gN channels (default {DEFAULT_TEXT})")
     pr.add_argument("--algorithm", default="reweighted", help="heuristic, fixed or reweighted")
     pr.add_argument("--rate", type=float, default=2.6, help="whole-model FLOPs reduction target, e.g. 2.6")
     pr.add_argument("--data", default="synthetic", help="synthetic (built in), ucf101:FOLDER or hmdb51:FOLDER")
@@ -360,7 +359,7 @@ def _prune(args: argparse.Namespace) -> None:
 
     if args.group_size == "auto":
         raise Rt3dError("--group-size auto is for compiling",
-                        f"give the pruning group size, e.g. --group-size {_DEFAULT_GS}")
+                        f"give the pruning group size, e.g. --group-size {DEFAULT_TEXT}")
     reg, retrain = (args.epochs, args.epochs) if args.epochs is not None else (args.reg_epochs, args.retrain_epochs)
     cfg = PruneConfig(
         model=args.model, width=args.width, frames=args.frames, size=args.size, scheme=args.scheme,

@@ -22,7 +22,7 @@ from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
 
 from .errors import CompileError, Rt3dError
 from .files import atomic_write
-from .group_size import DEFAULT_GROUP_SIZE, resolve_group_size
+from .group_size import DEFAULT_TEXT, resolve_group_size
 from .targets import KERNELS, Target
 from .ukernels import microkernel_for
 
@@ -48,7 +48,7 @@ def kgs_options(group_size: tuple[int, int] | str | None, target: Target, kernel
         return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel, microkernel=ukernel)
     except ValueError as exc:
         raise Rt3dError(f"bad group size {gm}x{gn}: {exc}",
-                        f"use for example {DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]} or 4x4") from None
+                        f"use for example {DEFAULT_TEXT} or 4x4") from None
 
 
 def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:

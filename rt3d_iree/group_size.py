@@ -23,14 +23,14 @@ from .passes.kgs.options import DEFAULT_GROUP_SIZE
 from .targets import Target
 from .tuning_store import tuned_group_size
 
-__all__ = ["AUTO", "DEFAULT_GROUP_SIZE", "GroupSize", "checkpoint_group_size", "resolve_group_size"]
+__all__ = ["AUTO", "DEFAULT_GROUP_SIZE", "DEFAULT_TEXT", "GroupSize", "checkpoint_group_size", "resolve_group_size"]
 
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 GroupSize = tuple[int, int]
-_TEXT = f"{DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}"
-_EXAMPLE = f"use for example group_size={DEFAULT_GROUP_SIZE} or --group-size {_TEXT}"
+DEFAULT_TEXT = f"{DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}"  # as --group-size spells it
+_EXAMPLE = f"use for example group_size={DEFAULT_GROUP_SIZE} or --group-size {DEFAULT_TEXT}"
 
 
 def resolve_group_size(value: Any = None, *, model: Any = None, target: str | Target | None = None) -> GroupSize:
@@ -92,7 +92,7 @@ def _validated(value: Any, what: str = "") -> GroupSize:
     gm, gn = pair
     if gm < 1 or gn < 1:
         raise Rt3dError(f"bad group size {gm}x{gn}{source}: filters and channels per group must be at least 1",
-                        f"use for example {_TEXT} or 4x4")
+                        f"use for example {DEFAULT_TEXT} or 4x4")
     return gm, gn
 
 

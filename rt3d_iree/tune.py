@@ -21,6 +21,7 @@ from tqdm import tqdm
 from . import api
 from .bench import format_table
 from .errors import Rt3dError
+from .group_size import DEFAULT_TEXT
 from .harness import ROUNDS, Variant, check_rounds, medians, time_interleaved
 from .runners import get_runner
 from .sparsity import kgs_prune_positions
@@ -64,7 +65,7 @@ def tune(target: str = "host", runner: str | None = None, candidates=CANDIDATES,
         raise Rt3dError(
             f"the {run.name} runner cannot time ({target} runs under emulation here)",
             "time on a phone with --runner adb --adb-tool PATH, or record a choice: "
-            f"rt3d tune --target {target} --set {DEFAULT_GROUP_SIZE[0]}x{DEFAULT_GROUP_SIZE[1]}",
+            f"rt3d tune --target {target} --set {DEFAULT_TEXT}",
         )
     run.check(tgt.driver)
     torch.manual_seed(seed)
