@@ -18,6 +18,7 @@ from .group_size import DEFAULT_GROUP_SIZE, DEFAULT_TEXT
 from .harness import ROUNDS
 from .runners import RUNNERS
 from .targets import KERNELS, TARGETS
+from .tuning_store import CANDIDATES_TEXT
 
 logger = logging.getLogger("rt3d_iree")
 
@@ -182,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="choose the KGS group size for a target by timing synthesized layers")
     runner_args(t)
     t.add_argument("--set", type=_group_size, help="record this group size for the target without timing")
-    t.add_argument("--candidates", default="4x4,8x4,16x4,8x8,4x8", help="group sizes to time")
+    t.add_argument("--candidates", default=CANDIDATES_TEXT, help="group sizes to time")
     t.add_argument("--quick", action="store_true", help="one small layer instead of three (for CI)")
     return p
 

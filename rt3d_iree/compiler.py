@@ -45,7 +45,7 @@ def kgs_options(group_size: tuple[int, int] | str | None, target: Target, kernel
     ukernel = None if kernel == "codegen" else microkernel_for(target, required=kernel == "microkernel")
     gm, gn = resolve_group_size(group_size, target=target)
     try:
-        return KgsConv3dOptions(group_m=gm, group_n=gn, target=target.kernel, microkernel=ukernel)
+        return KgsConv3dOptions(group_m=gm, group_n=gn, config_name=target.config_name, microkernel=ukernel)
     except ValueError as exc:
         raise Rt3dError(f"bad group size {gm}x{gn}: {exc}",
                         f"use for example {DEFAULT_TEXT} or 4x4") from None

@@ -16,13 +16,13 @@ class Target:
         flags: iree-compile flags this target implies; users' extra flags come after them,
             so a user flag overrides a target flag.
         driver: IREE runtime driver that runs the module.
-        kernel: key of the KGS pass's kernel configuration table.
+        config_name: key of the KGS pass's kernel configuration table (kernel_config.CONFIGS).
     """
 
     name: str
     flags: tuple[str, ...]
     driver: str
-    kernel: str
+    config_name: str
     description: str
     runner: str = "local"
 
@@ -41,7 +41,7 @@ TARGETS: dict[str, Target] = {
         name="host",
         flags=(*_LLVM_CPU, "--iree-llvmcpu-target-cpu=host"),
         driver="local-task",
-        kernel="cpu",
+        config_name="cpu",
         description="llvm-cpu for the CPU of this machine",
     ),
     "aarch64": Target(
@@ -49,7 +49,7 @@ TARGETS: dict[str, Target] = {
         flags=(*_LLVM_CPU, "--iree-llvmcpu-target-triple=aarch64-linux-android34",
                "--iree-llvmcpu-target-cpu=cortex-a78"),
         driver="local-task",
-        kernel="neon",
+        config_name="neon",
         description="llvm-cpu for Android phones (aarch64, Cortex-A78 class: NEON + dotprod)",
         runner="qemu",
     ),
@@ -58,7 +58,7 @@ TARGETS: dict[str, Target] = {
         flags=(*_LLVM_CPU, "--iree-llvmcpu-target-triple=aarch64-unknown-linux-gnu",
                "--iree-llvmcpu-target-cpu-features=+neon"),
         driver="local-task",
-        kernel="neon",
+        config_name="neon",
         description="llvm-cpu for aarch64 Linux (boards, servers; baseline NEON)",
         runner="qemu",
     ),
@@ -69,7 +69,7 @@ TARGETS: dict[str, Target] = {
             "--iree-vulkan-target=adreno",
         ),
         driver="vulkan",
-        kernel="adreno",
+        config_name="adreno",
         description="Vulkan SPIR-V for Qualcomm Adreno GPUs (64-lane subgroups; our conv kernels use no "
         "subgroup operations and also run exactly on Mesa lavapipe, IREE's own FC kernels do not)",
         runner="local",
@@ -81,7 +81,7 @@ TARGETS: dict[str, Target] = {
             "--iree-vulkan-target=vp_android_baseline_2022",
         ),
         driver="vulkan",
-        kernel="adreno",
+        config_name="adreno",
         description="Vulkan SPIR-V for any Android-baseline GPU (no subgroup operations, so it also runs "
         "correctly on drivers whose subgroup size differs from the target's, such as Mesa lavapipe)",
         runner="local",

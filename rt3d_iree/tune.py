@@ -26,11 +26,9 @@ from .harness import ROUNDS, Variant, check_rounds, medians, time_interleaved
 from .runners import get_runner
 from .sparsity import kgs_prune_positions
 from .targets import get_target
-from .tuning_store import DEFAULT_GROUP_SIZE, load_tuning, record, tuned_group_size, tuning_file  # noqa: F401
+from .tuning_store import CANDIDATES, DEFAULT_GROUP_SIZE, load_tuning, record, tuned_group_size, tuning_file  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-CANDIDATES = ((4, 4), (8, 4), (16, 4), (8, 8), (4, 8))
 
 
 @dataclass(frozen=True)

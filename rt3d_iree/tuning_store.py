@@ -14,6 +14,11 @@ from .files import atomic_write
 from .passes.kgs.options import DEFAULT_GROUP_SIZE  # re-exported: callers imported it from here before
 from .tools import cache_dir
 
+# Group sizes `rt3d tune` times by default: the paper's 4 and 8 filters by 4 channels, plus the
+# neighbours either way. Kept here (not in tune.py, which imports torch) so the CLI can print it.
+CANDIDATES = ((4, 4), (8, 4), (16, 4), (8, 8), (4, 8))
+CANDIDATES_TEXT = ",".join(f"{m}x{n}" for m, n in CANDIDATES)
+
 
 def tuning_file() -> Path:
     return cache_dir() / "tuning.json"

@@ -95,7 +95,7 @@ def host_isa() -> str | None:
 
 def target_isa(target: Target) -> str | None:
     """ISA of the microkernel for a target, None where the target takes code generation."""
-    if target.kernel == "neon":
+    if target.config_name == "neon":
         return "neon"
     if target.name == "host":
         return host_isa()

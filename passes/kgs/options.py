@@ -28,9 +28,11 @@ class KgsConv3dOptions:
         group_m: filters per group (gM). The compacted matmul keeps one column set per group.
         group_n: channels per group (gN). Used only to check and report KGS structure; the
             kept columns are found per filter group regardless, so any zero pattern is correct.
-        target: key into ``kernel_config.CONFIGS`` choosing lowering configurations
-            ("cpu" for llvm-cpu, "none" to let the backend choose).
-        config: explicit kernel configuration overriding the target's default.
+        config_name: key into ``kernel_config.CONFIGS`` choosing lowering configurations
+            ("cpu" for llvm-cpu, "none" to let the backend choose). Named for what it is, not
+            "target" or "kernel": those words mean the compile target and the compute strategy
+            (microkernel or codegen) everywhere else; see docs/design.md, "Words".
+        config: explicit kernel configuration overriding the named one.
         max_padding_waste: when groups keep different numbers of columns, every group is
             padded to the largest; above this fraction of wasted MACs we still rewrite but log it.
         microkernel: llvm-cpu only: the hand-written kernel (passes/kgs_ukernel.py) for the
@@ -40,7 +42,7 @@ class KgsConv3dOptions:
 
     group_m: int = DEFAULT_GROUP_SIZE[0]
     group_n: int = DEFAULT_GROUP_SIZE[1]
-    target: str = "cpu"
+    config_name: str = "cpu"
     config: KernelConfig | None = None
     max_padding_waste: float = 0.25
     microkernel: Microkernel | None = None
@@ -53,13 +55,13 @@ class KgsConv3dOptions:
                     f"{name} must be an integer between 1 and 1024 (got {value!r}); "
                     "the paper uses gM=4 or 8 filters and gN=4 channels"
                 )
-        if self.target not in CONFIGS:
+        if self.config_name not in CONFIGS:
             raise ValueError(
-                f"unknown kernel target {self.target!r}; choose one of {sorted(CONFIGS)}"
+                f"unknown kernel configuration {self.config_name!r}; choose one of {sorted(CONFIGS)}"
             )
 
     def kernel_config(self) -> KernelConfig | SpirvKernelConfig | None:
-        return self.config if self.config is not None else CONFIGS[self.target]
+        return self.config if self.config is not None else CONFIGS[self.config_name]
 
 
 @dataclass(frozen=True)

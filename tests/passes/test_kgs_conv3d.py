@@ -111,8 +111,8 @@ def test_fully_pruned_layer_becomes_its_accumulator(check_ir):
 def test_rejects_bad_group_size():
     with pytest.raises(ValueError, match="group_m"):
         KgsConv3dOptions(group_m=0)
-    with pytest.raises(ValueError, match="kernel target"):
-        KgsConv3dOptions(target="tpu")
+    with pytest.raises(ValueError, match="unknown kernel configuration"):
+        KgsConv3dOptions(config_name="tpu")
 
 
 def _geom(f: int, c: int, k: tuple[int, int, int] = (3, 3, 3)) -> ConvGeometry:
