@@ -21,18 +21,21 @@ from .targets import Target, resolve_target
 logger = logging.getLogger(__name__)
 
 
-def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None) -> ir.Module:
+def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None, *,
+         drop_dead: bool = False) -> ir.Module:
     """Any accepted model form -> MLIR in IREE's context.
 
     ``model`` is a torch.nn.Module (with ``example_args``), an ExportedProgram, an
     ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint.
+    ``drop_dead``: a module's (or checkpoint's) conv channels that nothing reads are removed
+    first (``prune/slim.py``).
     """
     if isinstance(model, ir.Module):
         module = model
     elif isinstance(model, (str, Path)):
-        module = load_model_file(model, context)
+        module = load_model_file(model, context, drop_dead=drop_dead)
     else:
-        module = import_torch(model, example_args, context or new_context())
+        module = import_torch(model, example_args, context or new_context(), drop_dead=drop_dead)
     run_trim(module)  # works around an IREE 3.13 failure on padded pools (passes/trim_window_inputs.py)
     return module
 
@@ -44,11 +47,12 @@ def optimize(
     target: str | Target = "host",
     group_size: tuple[int, int] | str | None = None,
     kernel: str = "auto",
+    drop_dead_channels: bool = True,
 ) -> tuple[ir.Module, Any]:
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = resolve_target(target)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = load(model, example_args)
+    module = load(model, example_args, drop_dead=drop_dead_channels)
     report = apply_kgs(module, options)
     return module, report
 
@@ -65,6 +69,7 @@ def compile(  # noqa: A001 - the public name users expect
     save_to: str | Path | None = None,
     reproducer_dir: str | Path | None = None,
     runner: Runner | None = None,
+    drop_dead_channels: bool = True,
 ) -> CompiledModule:
     """Compile a model for ``target`` and return a callable ``CompiledModule``.
 
@@ -86,11 +91,15 @@ def compile(  # noqa: A001 - the public name users expect
         reproducer_dir: where a failing compile leaves its MLIR and command.
         runner: where the module runs and is timed (``rt3d_iree.runners``: local, qemu, adb);
             None = the target's own. Given here so callers need not patch the result.
+        drop_dead_channels: with ``kgs``, conv output channels that nothing reads (removed
+            filters whose constants were folded into the next layer) are sliced out of a copy
+            of the model before import (``prune/slim.py``), so filter pruning is faster too.
+            Exact; False keeps them (to measure what it buys).
     """
     tgt = resolve_target(target)
     _check_runner(runner)  # both checked before minutes of compiling
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = load(model, example_args)
+    module = load(model, example_args, drop_dead=kgs and drop_dead_channels)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)

@@ -125,17 +125,20 @@ def bench_builtin(cfg: BenchConfig, runner_options: dict | None = None, seed: in
     return _bench_variants(name, variants, x, cfg, (gm, gn), target, runner)
 
 
-def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module]], x: torch.Tensor, cfg: BenchConfig,
-                    group_size: tuple[int, int], target: Target, runner: Runner) -> list[dict]:
-    """Compile each model for the target and check it against PyTorch on the runner, then time
-    them all in interleaved rounds (harness.time_interleaved): ratios come from one run."""
+def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module] | tuple[str, torch.nn.Module, dict]],
+                    x: torch.Tensor, cfg: BenchConfig, group_size: tuple[int, int], target: Target,
+                    runner: Runner) -> list[dict]:
+    """Compile each model for the target (a third tuple item: more ``api.compile`` options) and
+    check it against PyTorch on the runner, then time them all in interleaved rounds
+    (harness.time_interleaved): ratios come from one run."""
     timed: list[Variant] = []
     errors: list[float | None] = []
     steps = tqdm(total=len(variants) + cfg.rounds, desc=f"bench {cfg.target}", unit="step")
     with torch.no_grad():
-        for variant, model in variants:
+        for variant, model, *more in variants:
             steps.set_postfix_str(f"compile {variant}")
-            compiled = api.compile(model, (x,), target=target, group_size=group_size, runner=runner)
+            compiled = api.compile(model, (x,), target=target, group_size=group_size, runner=runner,
+                                   **(more[0] if more else {}))
             # The adb runner only times; check such code with the qemu runner (same aarch64 code).
             err = None if runner.name == "adb" else check_against(model(x), compiled(x),
                                                                   name=f"{variant} on {target.name}")
@@ -158,6 +161,7 @@ def bench_checkpoint(path: Path, cfg: BenchConfig, runner_options: dict | None =
     """An `rt3d prune` checkpoint: its dense starting point and the pruned model, both compiled
     with the KGS pass, checked against PyTorch and timed in one run (the speedup pruning bought)."""
     from .prune.checkpoint import load_checkpoint, model_from_checkpoint
+    from .prune.slim import dead_channels
 
     target = _target(cfg)
     runner = get_runner(cfg.runner or target.runner, **(runner_options or {}))
@@ -166,12 +170,14 @@ def bench_checkpoint(path: Path, cfg: BenchConfig, runner_options: dict | None =
     pruned, example = model_from_checkpoint(state)
     group_size = resolve_group_size(cfg.group_size, model=state, target=target)
     rep = state.get("report") or {}
-    variants: list[tuple[str, torch.nn.Module]] = []
+    variants: list[tuple] = []
     if state.get("dense_state") is not None:
         dense, _ = model_from_checkpoint({**state, "state_dict": state["dense_state"]})
         variants.append(("dense (before pruning)", dense))
     label = f"{rep.get('scheme', 'pruned')} {rep.get('algorithm', '')} {rep.get('rate', 1.0):.2f}x FLOPs".strip()
     variants.append((label, pruned))
+    if dead_channels(pruned):  # what dropping the channels nothing reads buys (prune/slim.py)
+        variants.append((f"{label}, dead channels kept", pruned, {"drop_dead_channels": False}))
     torch.manual_seed(seed)
     x = torch.randn(example.shape)
     spec = state["model_spec"]

@@ -7,6 +7,7 @@ module crosses between them as bytecode (fast, and the weights stay binary blobs
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -34,10 +35,13 @@ def new_context() -> ir.Context:
     return ir.Context()
 
 
-def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context | None = None) -> ir.Module:
+def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context | None = None, *,
+                 drop_dead: bool = False) -> ir.Module:
     """Export ``module`` with torch.export and import it as linalg-on-tensors MLIR.
 
     ``module`` may also be a ``torch.export.ExportedProgram`` (then ``example_args`` is unused).
+    ``drop_dead`` first removes, from a copy, the conv output channels nothing reads
+    (``prune/slim.py``: what filter pruning leaves), so they are neither computed nor gathered.
     """
     import torch
     from torch_mlir import fx
@@ -45,6 +49,8 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
     context = context or new_context()
     if isinstance(module, torch.nn.Module):
         module = module.eval()
+        if drop_dead:
+            module = _without_dead_channels(module)
         args = tuple(torch.as_tensor(a) if not isinstance(a, torch.Tensor) else a for a in example_args)
         try:
             program = torch.export.export(module, args)
@@ -79,6 +85,17 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
     return ir.Module.parse(buf.getvalue(), context)
 
 
+def _without_dead_channels(module: Any) -> Any:
+    """A copy of ``module`` without the conv output channels nothing reads (itself if none)."""
+    from .prune.slim import dead_channels, drop_dead_channels
+
+    if not dead_channels(module):
+        return module
+    module = copy.deepcopy(module)
+    drop_dead_channels(module)
+    return module
+
+
 def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
     """Parse a .mlir (text) or .mlirbc (bytecode) file into IREE's context."""
     path = Path(path)
@@ -94,7 +111,7 @@ def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
         ) from exc
 
 
-def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.Module:
+def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop_dead: bool = False) -> ir.Module:
     """Load what `rt3d compile` accepts: .pt2 (torch.export.save), an `rt3d prune` checkpoint
     (.pt / .pth), .mlir or .mlirbc."""
     path = Path(path)
@@ -102,7 +119,7 @@ def load_model_file(path: str | Path, context: ir.Context | None = None) -> ir.M
         from .prune.checkpoint import load_checkpoint, model_from_checkpoint
 
         model, example = model_from_checkpoint(load_checkpoint(path))
-        return import_torch(model, (example,), context)
+        return import_torch(model, (example,), context, drop_dead=drop_dead)
     if path.suffix in MLIR_SUFFIXES:
         return load_mlir(path, context)
     if path.suffix in MODEL_SUFFIXES:

@@ -161,18 +161,20 @@ def _pass_step(node: fx.Node, modules: dict[str, nn.Module], flat: bool) -> tupl
     return False, None
 
 
-def trace_channels(model: nn.Module, convs: dict[str, nn.Conv3d]) -> ChannelGraph:
+def trace_channels(model: nn.Module, convs: dict[str, nn.Conv3d], *, warn: bool = True) -> ChannelGraph:
     """Links from every conv in ``convs`` to the convs / Linears reading its channels one to one.
 
     Conservative: a conv or Linear called more than once, any op not known to act per
     channel, and a Linear whose input is not the flattened channels get no link. On a
-    tracing failure the graph has no links and a warning is logged.
+    tracing failure the graph has no links and a warning is logged (``warn=False``: a debug
+    message, for callers to whom the links are only an optimisation).
     """
     try:
         traced = fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - any user model may fail to trace: fall back, never crash
-        logger.warning("torch.fx cannot trace %s (%s): removed filters get no credit in the next layer, "
-                       "and their constants are not folded", type(model).__name__, str(exc).splitlines()[0])
+        (logger.warning if warn else logger.debug)(
+            "torch.fx cannot trace %s (%s): removed filters get no credit in the next layer, and their "
+            "constants are not folded", type(model).__name__, (str(exc).splitlines() or [""])[0])
         return ChannelGraph(order=list(convs))
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}

@@ -54,6 +54,19 @@ def test_bench_times_dense_and_pruned_from_one_checkpoint(pruned, tmp_path):
         assert r["max_rel_error"] <= TOLERANCE and r["median_ms"] > 0
 
 
+@pytest.mark.slow
+def test_bench_of_a_filter_checkpoint_shows_what_dropping_dead_channels_buys(tmp_path):
+    path = tmp_path / "c3d_filter.pt"
+    prune(PruneConfig(scheme="filter", rate=2.6, **TINY), path, progress=False)
+    proc = rt3d("bench", str(path), "--repetitions", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["variant"].split()[0] for r in rows] == ["dense", "filter", "filter"]
+    assert rows[2]["variant"].endswith(", dead channels kept")
+    for r in rows:
+        assert r["max_rel_error"] <= TOLERANCE and r["median_ms"] > 0
+
+
 def test_corrupt_truncated_and_foreign_checkpoints(pruned, tmp_path):
     data = pruned.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
