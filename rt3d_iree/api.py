@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from .targets import Target, resolve_target
 logger = logging.getLogger(__name__)
 
 
-def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None, *,
-         drop_dead: bool = False) -> ir.Module:
-    """Any accepted model form -> MLIR in IREE's context.
+def import_model(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None, *,
+                 drop_dead: bool = False) -> ir.Module:
+    """Any accepted model form -> MLIR in IREE's context (``load_module`` reloads a compiled vmfb).
 
     ``model`` is a torch.nn.Module (with ``example_args``), an ExportedProgram, an
     ``ir.Module``, or a path to a .pt2 / .mlir / .mlirbc file or an `rt3d prune` checkpoint.
@@ -40,6 +41,14 @@ def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | Non
     return module
 
 
+def load(model: Any, example_args: Sequence[Any] = (), context: ir.Context | None = None) -> ir.Module:
+    """Deprecated name of :func:`import_model` (it returns MLIR, where other loaders return
+    something runnable; a saved vmfb reloads with ``rt3d_iree.load_module``)."""
+    warnings.warn("rt3d_iree.load is now rt3d_iree.import_model (MLIR); rt3d_iree.load_module reloads a vmfb",
+                  DeprecationWarning, stacklevel=2)
+    return import_model(model, example_args, context)
+
+
 def optimize(
     model: Any,
     example_args: Sequence[Any] = (),
@@ -52,7 +61,7 @@ def optimize(
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = resolve_target(target)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = load(model, example_args, drop_dead=drop_dead_channels)
+    module = import_model(model, example_args, drop_dead=drop_dead_channels)
     report = apply_kgs(module, options)
     return module, report
 
@@ -99,7 +108,7 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = resolve_target(target)
     _check_runner(runner)  # both checked before minutes of compiling
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = load(model, example_args, drop_dead=kgs and drop_dead_channels)
+    module = import_model(model, example_args, drop_dead=kgs and drop_dead_channels)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)

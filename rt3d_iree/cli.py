@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"KGS gM x gN the pass exploits (default: a checkpoint's own, else {DEFAULT_TEXT}; "
                     "auto = what `rt3d tune` recorded)")
     be.add_argument("--rate", type=float, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
+    be.add_argument("--width", type=float, default=0.125, help="built-in model: C3D width (1.0 = full size)")
+    be.add_argument("--size", type=int, default=56, help="built-in model: frame height = width (112 = full size)")
 
     pr = sub.add_parser("prune", help="prune a 3D CNN to a whole-model FLOPs target (filter, vanilla or KGS)")
     pr.add_argument("-o", "--output", required=True, help="final checkpoint (.pt); rt3d compile reads it")
@@ -287,7 +289,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
 
         cfg = BenchConfig(target=args.target, runner=args.runner, threads=args.threads,
                           repetitions=args.repetitions, rounds=args.rounds, group_size=args.group_size,
-                          rate=args.rate, device=args.device)
+                          rate=args.rate, width=args.width, size=args.size, device=args.device)
         opts = _adb_options(args)
         if args.module:
             rows = bench_file(Path(args.module), cfg, args.input, args.function, opts)

@@ -26,9 +26,10 @@ from .bench import format_table
 from .errors import Rt3dError
 from .files import atomic_write
 from .group_size import resolve_group_size
-from .harness import ROUNDS, Variant, check_against, check_rounds, time_interleaved
-from .models import C3D, count_macs
+from .harness import ROUNDS, Variant, check_against, check_rounds, medians, time_interleaved
+from .models import C3D, count_macs, min_input
 from .runners import Runner, get_runner
+from .session import CPU_DRIVERS
 from .sparsity import apply_kgs_magnitude
 from .targets import NARROW_SUBGROUP_DEVICES, Target, get_target
 
@@ -36,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 _NP_TYPES = {"f32": np.float32, "f16": np.float16, "f64": np.float64, "i32": np.int32, "i64": np.int64,
              "i8": np.int8}
-COLUMNS = ["model", "variant", "target", "runner", "device", "threads", "median_ms", "dense_over_variant",
-           "max_rel_error", "timing"]
+COLUMNS = ["model", "variant", "target", "runner", "device", "threads", "median_ms", "speedup_vs_dense",
+           "python_call_ms", "python_call_time_ratio", "max_rel_error", "timing"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         check_rounds(self.rounds)  # before minutes of compiling
+        frames, size = min_input("c3d")
+        if not (self.width > 0 and self.frames >= frames and self.size >= size):
+            raise Rt3dError(f"the built-in C3D needs width > 0 and clips of at least {frames} frames x {size}x{size} "
+                            f"(got width {self.width}, {self.frames} x {self.size}x{self.size})",
+                            "for example --width 0.125 --size 56, or --width 1 --size 112 for full size")
 
 
 def _target(cfg: BenchConfig) -> Target:
@@ -89,12 +95,16 @@ def parse_input(text: str) -> np.ndarray:
 
 
 def _row(model: str, variant: str, target: Target, runner: Runner, result, dense_ms: float | None,
-         err: float | None) -> dict:
+         err: float | None, python_ms: float | None = None) -> dict:
+    """One table row. ``speedup_vs_dense``: the dense model's time / this one's (> 1 = faster);
+    ``python_call_time_ratio``: a Python call's median / iree-benchmark-module's (1 = no overhead)."""
     timing = "emulated: meaningless" if result.emulated else "measured"
     return {
         "model": model, "variant": variant, "target": target.name, "runner": runner.name,
         "device": result.device, "threads": result.threads, "median_ms": result.median_ms,
-        "dense_over_variant": (dense_ms / result.median_ms) if dense_ms else 1.0,
+        "speedup_vs_dense": (dense_ms / result.median_ms) if dense_ms else 1.0,
+        "python_call_ms": "n/a" if python_ms is None else python_ms,
+        "python_call_time_ratio": "n/a" if python_ms is None else python_ms / result.median_ms,
         "max_rel_error": "n/a" if err is None else err, "timing": timing,
         "times_ms": result.times_ms,
     }
@@ -132,6 +142,7 @@ def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module] | 
     check it against PyTorch on the runner, then time them all in interleaved rounds
     (harness.time_interleaved): ratios come from one run."""
     timed: list[Variant] = []
+    calls: dict[str, Variant] = {}  # variant -> its Python call, where one runs here on the CPU
     errors: list[float | None] = []
     steps = tqdm(total=len(variants) + cfg.rounds, desc=f"bench {cfg.target}", unit="step")
     with torch.no_grad():
@@ -144,16 +155,22 @@ def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module] | 
                                                                   name=f"{variant} on {target.name}")
             errors.append(err)
             timed.append(Variant.module(variant, compiled, (x,), threads=cfg.threads, repetitions=cfg.repetitions))
+            if runner.name == "local" and target.driver in CPU_DRIVERS:
+                calls[variant] = Variant.python_call(f"{variant}, Python call", compiled, (x,),
+                                                     repetitions=cfg.repetitions)
             steps.update()
     steps.set_postfix_str(f"time every variant, in turn, {cfg.rounds} rounds")
-    time_interleaved(timed, cfg.rounds, on_round=steps.update)
+    python_ms = medians(time_interleaved([v for t in timed for v in (t, calls.get(t.name)) if v is not None],
+                                         cfg.rounds, on_round=steps.update))
     steps.close()
     rows: list[dict] = []
     dense_ms = None
     for variant, err in zip(timed, errors, strict=True):
         result = variant.result()
         dense_ms = dense_ms or result.median_ms
-        rows.append(_row(name, variant.name, target, runner, result, dense_ms, err))
+        call = calls.get(variant.name)
+        rows.append(_row(name, variant.name, target, runner, result, dense_ms, err,
+                         python_ms[call.name] if call else None))
     return rows
 
 

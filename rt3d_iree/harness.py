@@ -15,6 +15,7 @@ Why this sits below bench.py (which re-exports ``max_rel_error`` and ``TOLERANCE
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,6 +87,21 @@ class Variant:
                repetitions: int) -> Variant:
         """A compiled module, timed on its own runner by iree-benchmark-module."""
         return cls.benchmarked(name, lambda: module.benchmark(*inputs, threads=threads, repetitions=repetitions))
+
+    @classmethod
+    def python_call(cls, name: str, module: CompiledModule, inputs: Sequence[Any], *, repetitions: int) -> Variant:
+        """What a Python user sees: ``module(*inputs)`` timed with a wall clock, once per
+        repetition, after one untimed call (which loads the module)."""
+        def timer() -> list[float]:
+            module(*inputs)
+            times = []
+            for _ in range(repetitions):
+                start = time.perf_counter()
+                module(*inputs)
+                times.append((time.perf_counter() - start) * 1e3)
+            return times
+
+        return cls(name, timer)
 
     def result(self) -> BenchResult:
         """What iree-benchmark-module reported, over all rounds: every run, and their median."""

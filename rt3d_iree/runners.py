@@ -43,6 +43,7 @@ import numpy as np
 from . import tools
 from .environment import allocator_env, runtime_tool
 from .errors import Rt3dError
+from .session import CPU_DRIVERS, Session
 
 logger = logging.getLogger(__name__)
 
@@ -219,14 +220,15 @@ class Runner(ABC):
                   threads: int = 2, repetitions: int = 5) -> BenchResult:
         """Time ``function`` with iree-benchmark-module."""
 
+    def load(self, vmfb: bytes, function: str, driver: str) -> Session | None:
+        """The module loaded once for many calls, where this runner can (None: every call runs it afresh)."""
+        return None
+
 
 class LocalRunner(Runner):
     """This machine: the in-process IREE runtime and the wheel's iree-benchmark-module."""
 
     name = "local"
-
-    def __init__(self) -> None:
-        self._contexts: dict[tuple[int, str], object] = {}
 
     def check(self, driver: str) -> str:
         if driver == "vulkan":
@@ -234,29 +236,22 @@ class LocalRunner(Runner):
         return "host CPU"
 
     def run(self, vmfb, function, inputs, n_outputs, driver):
-        import iree.runtime as rt
-
         self.check(driver)
-        if driver not in ("local-task", "local-sync"):
+        if driver not in CPU_DRIVERS:
             # The Python binding's device-to-host copy imports host memory, which Vulkan
             # drivers may refuse (alignment); the runtime tool reads results back itself.
-
             return _run_module_tool(lambda args: [runtime_tool("iree-run-module"), *args], vmfb, function,
                                     inputs, n_outputs, driver, "iree-run-module")
+        session = Session(vmfb, function, driver)
         try:
-            config = rt.Config(driver)
-            ctx = rt.SystemContext(config=config)
-            vm_module = rt.VmModule.copy_buffer(ctx.instance, vmfb)
-            ctx.add_vm_module(vm_module)
-            fn = ctx.modules[vm_module.name][function]
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise Rt3dError(
-                f"cannot load the compiled module: {exc}",
-                "the vmfb may be truncated, built for another target or by another IREE version; compile it again",
-            ) from exc
-        result = fn(*inputs)
-        outs = result if isinstance(result, tuple) else (result,)
-        return [np.asarray(o.to_host()) for o in outs]
+            return session(inputs)
+        finally:
+            session.close()
+
+    def load(self, vmfb, function, driver):
+        if driver not in CPU_DRIVERS:
+            return None
+        return Session(vmfb, function, driver)
 
     def benchmark(self, vmfb, function, inputs, driver, threads=2, repetitions=5):
 

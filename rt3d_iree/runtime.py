@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from iree.compiler import ir
 from .errors import Rt3dError
 from .files import atomic_write
 from .runners import BenchResult, Runner, get_runner
-from .targets import Target
+from .session import Session
+from .targets import Target, resolve_target
 
 logger = logging.getLogger(__name__)
 
@@ -82,19 +85,34 @@ class CompiledModule:
         self.report = report
         self.n_outputs = n_outputs
         self.runner = runner or get_runner(target.runner)
+        self._session: Session | None = None
+        self._session_lock = threading.Lock()
 
     def save(self, path: str | Path) -> Path:
         """Write the vmfb atomically (a failure never leaves a partial file)."""
         return atomic_write(path, self.vmfb)
 
     def __call__(self, *args: Any) -> Any:
+        """Run the module. The first call loads it (session.py); later calls reuse it, and calls
+        from several threads queue on the module's own caller thread."""
         arrays, as_torch = self._check(args)
-        host = self.runner.run(self.vmfb, self.function, arrays, self.n_outputs, self.target.driver)
+        session = self._loaded()
+        if session is not None:
+            host = session(arrays)
+        else:
+            host = self.runner.run(self.vmfb, self.function, arrays, self.n_outputs, self.target.driver)
         if as_torch:
             import torch
 
             host = [torch.from_numpy(np.ascontiguousarray(h)) for h in host]
         return host[0] if len(host) == 1 else tuple(host)
+
+    def _loaded(self) -> Session | None:
+        with self._session_lock:
+            if self._session is None:
+                self.runner.check(self.target.driver)
+                self._session = self.runner.load(self.vmfb, self.function, self.target.driver)
+            return self._session
 
     def benchmark(self, *args: Any, threads: int = 2, repetitions: int = 5) -> BenchResult:
         """Time the entry function on this module's runner with iree-benchmark-module."""
@@ -128,3 +146,44 @@ class CompiledModule:
                 )
             arrays.append(np.ascontiguousarray(arr))
         return arrays, as_torch
+
+
+_DECLARATION = re.compile(r"func @(?P<name>[\w.$-]+)\((?P<args>.*?)\)\s*->\s*\((?P<results>.*)\)")
+_TENSOR = re.compile(r"tensor<(?:(?P<dims>[0-9x]+)x)?(?P<dtype>[a-z]+\d*)>")
+
+
+def load_module(path: str | Path, target: str | Target = "host", runner: Runner | None = None,
+                function: str = "forward") -> CompiledModule:
+    """A saved vmfb (``CompiledModule.save``, ``rt3d compile -o``) as a callable CompiledModule.
+
+    The entry function and its input shapes come from the module's own reflection data, so
+    only the target it was compiled for is needed (for the runtime driver and runner).
+    """
+    import iree.runtime as rt
+
+    path = Path(path)
+    if not path.is_file():
+        raise Rt3dError(f"no such compiled module: {path}", "pass the .vmfb written by rt3d compile -o or .save()")
+    vmfb = path.read_bytes()
+    try:
+        vm_module = rt.VmModule.copy_buffer(rt.VmInstance(), vmfb)
+    except (RuntimeError, ValueError) as exc:
+        raise Rt3dError(f"{path} is not a loadable IREE module ({exc})",
+                        "compile it again with rt3d compile (the same IREE release reads it)") from None
+    names = [n for n in vm_module.function_names if not n.startswith("__")]
+    chosen = function if function in names else (names[0] if len(names) == 1 else None)
+    if chosen is None:
+        raise Rt3dError(f"cannot tell which function of {path} to run: {names}", "pass function=NAME")
+    declaration = vm_module.lookup_function(chosen).reflection.get("iree.abi.declaration", "")
+    match = _DECLARATION.search(declaration)
+    if match is None:
+        raise Rt3dError(f"{path} carries no signature for {chosen!r}", "compile it again with rt3d compile")
+    inputs = []
+    for m in _TENSOR.finditer(match["args"]):
+        dtype = _DTYPES.get(m["dtype"])
+        if dtype is None:
+            raise Rt3dError(f"{path}: unsupported argument type {m[0]}", "use static-shape f32 inputs")
+        dims = tuple(int(d) for d in m["dims"].split("x")) if m["dims"] else ()
+        inputs.append(TensorSpec(dims, np.dtype(dtype)))
+    n_outputs = max(1, match["results"].count("%"))
+    return CompiledModule(vmfb, resolve_target(target), chosen, inputs, None, n_outputs, runner)

@@ -604,7 +604,7 @@ def test_epilogue_says_what_follows_the_conv():
     from rt3d_iree.passes.kgs.epilogue import match_epilogue
     from rt3d_iree.passes.kgs.matchers import conv_geometry
 
-    from rt3d_iree.api import load
+    from rt3d_iree.api import import_model
 
     bias = np.arange(8, dtype=np.float32)
     ot = "tensor<1x8x4x8x8xf32>"
@@ -641,7 +641,7 @@ def test_epilogue_says_what_follows_the_conv():
         else:
             np.testing.assert_array_equal(epilogue.bias, bias if "%b = " in text else np.zeros(8, np.float32))
     model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool3d(2)).eval()
-    module = load(model, (torch.randn(1, 3, 4, 8, 8),))
+    module = import_model(model, (torch.randn(1, 3, 4, 8, 8),))
     (conv,) = _conv_ops(module)
     geom = conv_geometry(conv)
     epilogue = match_epilogue(conv, geom, 8)

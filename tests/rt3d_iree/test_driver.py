@@ -35,7 +35,10 @@ def test_bench_builtin(tmp_path, target):
     for r in rows:
         assert r["max_rel_error"] <= 1e-4
         assert r["median_ms"] > 0 and len(r["times_ms"]) == 2 * 2  # every run of both interleaved rounds
+    if target == "host":  # what a Python user sees, timed in the same rounds as the tool
+        assert all(r["python_call_ms"] > 0 and r["python_call_time_ratio"] > 0 for r in rows)
     if target == "aarch64":
+        assert all(r["python_call_ms"] == "n/a" for r in rows)
         assert all(r["runner"] == "qemu" and r["timing"].startswith("emulated") for r in rows)
         assert "say nothing about a phone" in proc.stdout
     else:
