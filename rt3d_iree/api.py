@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,7 @@ def optimize(
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = resolve_target(target)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = import_model(model, example_args, drop_dead=drop_dead_channels)
+    module = import_model(model, _as_args(example_args), drop_dead=drop_dead_channels)
     report = apply_kgs(module, options)
     return module, report
 
@@ -107,6 +108,8 @@ def compile(  # noqa: A001 - the public name users expect
     """
     tgt = resolve_target(target)
     _check_runner(runner)  # both checked before minutes of compiling
+    example_args = _as_args(example_args)
+    extra_flags = _as_flags(extra_flags)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = import_model(model, example_args, drop_dead=kgs and drop_dead_channels)
     function, inputs, n_outputs = entry_point(module)
@@ -116,6 +119,25 @@ def compile(  # noqa: A001 - the public name users expect
     if save_to is not None:
         compiled.save(save_to)
     return compiled
+
+
+def _as_args(example_args: Any) -> Sequence[Any]:
+    """A bare tensor is one input (``compile(model, x)``, as iree-turbine users write it)."""
+    if hasattr(example_args, "shape") and hasattr(example_args, "dtype"):
+        return (example_args,)
+    return example_args
+
+
+def _as_flags(extra_flags: Any) -> list[str]:
+    """Flags as a list; one string is split as a shell would (not into characters)."""
+    if isinstance(extra_flags, str):
+        return shlex.split(extra_flags)
+    flags = list(extra_flags)
+    bad = [f for f in flags if not isinstance(f, str)]
+    if bad:
+        raise Rt3dError(f"extra_flags must be strings, got {bad!r}",
+                        'pass a list such as ["--iree-opt-level=O3"] or one string of flags')
+    return flags
 
 
 def _check_runner(runner: Any) -> None:

@@ -114,7 +114,8 @@ def compile_mlir(
         repro_src.write_bytes(data)
         repro_cmd = iree_compile_command(repro_src, folder / "module.vmfb", target, extra_flags)
         command = shlex.join(repro_cmd)
-        atomic_write(folder / "command.sh", f"#!/bin/sh\n# reproduces the failed compile\n{command}\n")
+        atomic_write(folder / "command.sh", f"#!/bin/sh\n# reproduces the failed compile\n{command}\n",
+                     executable=True)
         (folder / "stderr.txt").write_text(proc.stderr)
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise CompileError(

@@ -7,8 +7,23 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and rename it."""
+def _umask() -> int:
+    """The process umask, read without setting it where Linux allows (setting it races other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, executable: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and rename it.
+
+    The file gets the permissions any new file gets under the user's umask (a temporary file is
+    private, 0600, and the rename would keep that); ``executable`` adds x where r is allowed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
@@ -18,6 +33,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, (0o777 if executable else 0o666) & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

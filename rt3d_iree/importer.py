@@ -48,18 +48,23 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
 
     context = context or new_context()
     if isinstance(module, torch.nn.Module):
-        module = module.eval()
-        if drop_dead:
-            module = _without_dead_channels(module)
         args = tuple(torch.as_tensor(a) if not isinstance(a, torch.Tensor) else a for a in example_args)
+        modes = {m: m.training for m in module.modules()}  # the caller's model keeps its mode
         try:
-            program = torch.export.export(module, args)
+            module.eval()
+            exported = _without_dead_channels(module) if drop_dead else module
+            program = torch.export.export(exported, args)
+        except Rt3dError:
+            raise
         except Exception as exc:  # torch.export raises many types; all mean "cannot export"
             raise Rt3dError(
                 f"torch.export could not export the model: {type(exc).__name__}: {_first_line(exc)}",
                 "make forward() traceable by torch.export (no data-dependent Python control flow) "
                 "and pass example inputs of the shape you will run",
             ) from exc
+        finally:
+            for m, training in modes.items():
+                m.training = training
     elif isinstance(module, torch.export.ExportedProgram):
         program = module
     else:

@@ -32,6 +32,19 @@ def test_callable_on_torch_and_numpy(small):
     assert isinstance(out_n, np.ndarray) and max_rel_error(out_n, ref) <= 1e-4
 
 
+def test_a_bare_tensor_string_flags_and_the_callers_mode():
+    """compile(model, x) as iree-turbine users write it; one string of flags is split like a
+    shell's; the caller's model keeps its training mode."""
+    model = nn.Sequential(nn.Conv3d(3, 4, 3), nn.Dropout(0.5)).train()
+    x = torch.randn(1, 3, 4, 6, 6)
+    compiled = rt3d_iree.compile(model, x, extra_flags="--iree-opt-level=O2 --mlir-disable-threading")
+    assert model.training and model[1].training
+    model.eval()
+    assert max_rel_error(compiled(x), model(x).detach()) <= 1e-4
+    with pytest.raises(Rt3dError, match="extra_flags must be strings"):
+        rt3d_iree.compile(model, x, extra_flags=["--iree-opt-level=O2", 3])
+
+
 def test_vmfb_bytes_and_save(small, tmp_path):
     _, x, compiled = small
     assert compiled.vmfb[:2] == b"PK" and b"IREE" in compiled.vmfb[:256]  # vmfb: zip-framed flatbuffer

@@ -75,6 +75,14 @@ def test_compile_mlir_input(saved, tmp_path):
         (["compile", "model.onnx", "-o", "x.vmfb"], "do not know how to read 'model.onnx'"),
         (["opt", "{model}", "-o", "x.mlir", "--target", "mali"], "unknown target 'mali'"),
         (["opt", "{model}", "-o", "x.mlir", "--group-size", "8by4"], "group size must look like 8x4"),
+        (["demo", "--threads", "0"], "argument --threads: expected a whole number >= 1, got 0"),
+        (["bench", "--threads", "-1"], "argument --threads: expected a whole number >= 1, got -1"),
+        (["bench", "--repetitions", "0"], "argument --repetitions: expected a whole number >= 1, got 0"),
+        (["demo", "--reps", "0"], "argument --repetitions/--reps: expected a whole number >= 1, got 0"),
+        (["prune", "-o", "p.pt", "--lam", "-1"], "argument --lam: expected a number >= 0, got -1"),
+        (["demo", "--width", "0"], "argument --width: expected a number > 0, got 0"),
+        (["prune", "-o", "p.pt", "--rate", "0.5"], "expected a FLOPs reduction rate >= 1"),
+        (["bench", "--size", "8"], "needs width > 0 and clips of at least 16 frames x 16x16"),
     ],
 )
 def test_bad_input_messages(saved, tmp_path, args, message):
@@ -84,6 +92,11 @@ def test_bad_input_messages(saved, tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "rt3d_iree.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("rt3d-iree ")
 
 
 def test_corrupt_pt2_and_failed_compile(saved, tmp_path):
