@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import shlex
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,15 +19,14 @@ from iree.compiler.tools.binaries import find_tool
 
 from rt3d_iree.passes import KgsConv3dOptions, PassReport, run_pass
 
+from . import process
 from .errors import CompileError, Rt3dError
-from .files import atomic_write
 from .group_size import DEFAULT_TEXT, resolve_group_size
 from .targets import KERNELS, Target
 from .ukernels import microkernel_for
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPRODUCER_DIR = Path("rt3d-reproducers")
 _TEXT_LIMIT = 32 * 1024 * 1024
 
 
@@ -103,24 +101,14 @@ def compile_mlir(
         cmd = iree_compile_command(src, out, target, extra_flags)
         logger.info("running: %s", shlex.join(cmd))
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = process.run(cmd, "iree-compile", "compile")
         logger.info("iree-compile took %.2f s", time.perf_counter() - start)
         if proc.returncode == 0:
             return out.read_bytes()
-        base = Path(reproducer_dir) if reproducer_dir is not None else DEFAULT_REPRODUCER_DIR
-        base.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
-        repro_src = folder / src.name
-        repro_src.write_bytes(data)
-        repro_cmd = iree_compile_command(repro_src, folder / "module.vmfb", target, extra_flags)
-        command = shlex.join(repro_cmd)
-        atomic_write(folder / "command.sh", f"#!/bin/sh\n# reproduces the failed compile\n{command}\n",
-                     executable=True)
-        (folder / "stderr.txt").write_text(proc.stderr)
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        folder, command = process.keep_reproducer(tmp, cmd, proc.stderr, "compile", reproducer_dir)
         raise CompileError(
-            f"iree-compile failed (exit {proc.returncode}):\n{tail}\n"
-            f"reproducer: {folder}\ncommand: {command}",
+            f"iree-compile failed (exit {proc.returncode}):\n{process.key_lines(proc.stderr)}\n"
+            f"reproducer: {folder} (the input, command.sh and the whole stderr.txt)\ncommand: {command}",
             "run the command above to reproduce; remove or fix the extra flags if you passed any",
             reproducer=str(folder),
             command=command,

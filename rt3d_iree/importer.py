@@ -107,13 +107,26 @@ def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
     context = context or new_context()
     if not path.is_file():
         raise Rt3dError(f"no such file: {path}", "check the path")
+    data = path.read_bytes()
+    if not data.strip():
+        raise Rt3dError(f"{path} is empty", "pass the MLIR of a model (rt3d opt writes one) or a .pt2 file")
     try:
-        return ir.Module.parse(path.read_bytes(), context)
+        return ir.Module.parse(data, context)
     except ir.MLIRError as exc:
         raise Rt3dError(
-            f"{path} is not valid MLIR: {_first_line(exc)}",
+            f"{path} is not valid MLIR: {_where(exc, path)}",
             "pass linalg-on-tensors MLIR (for example from torch-mlir) or a .pt2 saved with torch.export.save",
-        ) from exc
+        ) from None
+
+
+def _where(exc: ir.MLIRError, path: Path) -> str:
+    """The parser's first error as ``path:line:col: message`` (its own location names "-")."""
+    for diag in getattr(exc, "error_diagnostics", []) or []:
+        m = re.search(r'loc\("[^"]*":(\d+):(\d+)\)', str(diag.location))
+        if m:
+            return f"{path}:{m[1]}:{m[2]}: {diag.message}"
+        return diag.message
+    return _first_line(exc)
 
 
 def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop_dead: bool = False) -> ir.Module:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tools
+from . import process, tools
 from .environment import allocator_env, runtime_tool
 from .errors import Rt3dError
 from .session import CPU_DRIVERS, Session
@@ -112,14 +112,6 @@ def _write_inputs(folder: Path, inputs: Sequence[np.ndarray]) -> list[Path]:
     return paths
 
 
-def _check(proc: subprocess.CompletedProcess, what: str, cmd: list[str]) -> None:
-    if proc.returncode != 0:
-        raise Rt3dError(
-            f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}",
-            f"reproduce with: {shlex.join(cmd)}",
-        )
-
-
 def _run_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequence[np.ndarray], n_outputs: int,
                      driver: str, what: str) -> list[np.ndarray]:
     """Run the entry function with an iree-run-module command line, through .npy files."""
@@ -132,8 +124,8 @@ def _run_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequence[np.n
         args += [f"--input=@{p}" for p in ins] + [f"--output=@{p}" for p in outs]
         cmd = make_cmd(args)
         logger.info("running: %s", shlex.join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        _check(proc, what, cmd)
+        proc = process.run(cmd, what, "run")
+        process.check(proc, what, cmd, tmp)
         return [np.load(p) for p in outs]
 
 
@@ -149,7 +141,7 @@ def _has_workers(pid: int) -> bool:
     return False
 
 
-def run_with_idle_caller(cmd: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+def run_with_idle_caller(cmd: list[str], what: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
     """Run an IREE tool whose main thread only waits, lowering that thread to SCHED_IDLE once
     its task workers exist (see the module docstring: the wait spins).
 
@@ -172,7 +164,7 @@ def run_with_idle_caller(cmd: list[str], timeout_s: float = 60.0) -> subprocess.
                     logger.warning("could not lower the benchmark's waiting thread (%s); timings include its spin", exc)
                 break
             time.sleep(0.001)
-    out, err = proc.communicate()
+    out, err = process.communicate(proc, what, "benchmark", cmd)
     if not lowered and proc.returncode == 0:
         logger.warning("the benchmark's waiting thread ran at normal priority; timings include its spin")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
@@ -192,10 +184,10 @@ def _benchmark_module_tool(make_cmd, vmfb: bytes, function: str, inputs: Sequenc
         cmd = make_cmd(benchmark_args(str(path), function, [str(p) for p in ins], driver, threads, repetitions))
         logger.info("running: %s", shlex.join(cmd))
         if idle_caller and driver == "local-task":
-            proc = run_with_idle_caller(cmd)
+            proc = run_with_idle_caller(cmd, what)
         else:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        _check(proc, what, cmd)
+            proc = process.run(cmd, what, "benchmark")
+        process.check(proc, what, cmd, tmp)
     return parse_benchmark_json(proc.stdout)
 
 
@@ -325,15 +317,15 @@ class AdbRunner(Runner):
             raise Rt3dError(f"{self.benchmark_tool} does not exist",
                             "pass the path of the phone's iree-benchmark-module")
         cmd = [*self._adb(), "get-state"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = process.run(cmd, "adb get-state", "adb")
         if proc.returncode != 0 or proc.stdout.strip() != "device":
             who = f"device {self.serial}" if self.serial else "no device"
             raise Rt3dError(
                 f"adb reports {who} connected ({(proc.stderr or proc.stdout).strip()[:200]})",
                 "connect the phone with USB debugging enabled and check `adb devices`; pass --adb-serial to pick one",
             )
-        model = subprocess.run([*self._adb(), "shell", "getprop", "ro.product.model"],
-                               capture_output=True, text=True).stdout.strip()
+        model = process.run([*self._adb(), "shell", "getprop", "ro.product.model"], "adb getprop",
+                            "adb").stdout.strip()
         return f"phone over adb: {model or 'unknown model'}"
 
     def commands(self, module: Path, inputs: Sequence[Path], function: str, driver: str, threads: int,
@@ -367,8 +359,8 @@ class AdbRunner(Runner):
             out = ""
             for cmd in self.commands(path, ins, function, driver, threads, repetitions):
                 logger.info("running: %s", shlex.join(cmd))
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                _check(proc, "adb", cmd)
+                proc = process.run(cmd, "adb", "benchmark" if cmd[-1].startswith("chmod") else "adb")
+                process.check(proc, "adb", cmd, tmp)
                 out = proc.stdout
         median, runs = parse_benchmark_json(out)
         return BenchResult(self.name, device, driver, threads, repetitions, median, runs, emulated=False)

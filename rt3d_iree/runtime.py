@@ -48,6 +48,9 @@ def entry_point(module: ir.Module, preferred: str = "forward") -> tuple[str, lis
         publics.append(op)
     chosen = next((f for f in publics if ir.StringAttr(f.attributes["sym_name"]).value == preferred), None)
     if chosen is None:
+        if not publics:
+            raise Rt3dError("the MLIR has no public function with a body, so there is nothing to compile and run",
+                            f"give the module a public func.func (named {preferred!r}, or the only public one)")
         if len(publics) != 1:
             names = [ir.StringAttr(f.attributes["sym_name"]).value for f in publics]
             raise Rt3dError(

@@ -11,12 +11,12 @@ import logging
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from . import process
 from .errors import Rt3dError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def fetch_aarch64_tools(dest: Path | None = None, wheel: Path | None = None) -> 
                 "--platform", AARCH64_PLATFORM, f"iree-base-runtime=={IREE_RUNTIME_VERSION}", "-d", tmp,
             ]
             logger.info("running: %s", " ".join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = process.run(cmd, "pip download", "download")
             wheels = list(Path(tmp).glob("iree_base_runtime-*.whl"))
             if proc.returncode != 0 or not wheels:
                 raise Rt3dError(

@@ -122,6 +122,10 @@ class _CountingRunner(LocalRunner):
         self.calls.append(f"run {driver}")
         return super().run(vmfb, function, inputs, n_outputs, driver)
 
+    def load(self, vmfb, function, driver):
+        self.calls.append(f"load {driver}")
+        return super().load(vmfb, function, driver)
+
 
 def test_target_object_and_runner_are_used_as_given():
     """A Target object (here with its driver replaced) and a runner go in; nobody patches the result."""
@@ -132,7 +136,8 @@ def test_target_object_and_runner_are_used_as_given():
     compiled = rt3d_iree.compile(model, (x,), target=target, runner=runner)
     assert compiled.target is target and compiled.runner is runner
     assert max_rel_error(compiled(x), model(x).detach()) <= 1e-4
-    assert runner.calls == ["run local-sync"]  # the given runner, with the given target's driver
+    compiled(x)
+    assert runner.calls == ["load local-sync"]  # the given runner, with the given target's driver, loaded once
 
 
 def test_wrong_target_or_runner_type_names_what_is_accepted(small):

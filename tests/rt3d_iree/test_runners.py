@@ -210,7 +210,7 @@ def test_idle_caller_lowers_only_the_waiting_thread():
 
     from rt3d_iree.runners import run_with_idle_caller
 
-    proc = run_with_idle_caller([sys.executable, "-c", _FAKE_TOOL])
+    proc = run_with_idle_caller([sys.executable, "-c", _FAKE_TOOL], "fake tool")
     assert proc.returncode == 0, proc.stderr
     main, w0, w1, mmap_max = proc.stdout.split()
     assert int(main) == os.SCHED_IDLE
