@@ -55,14 +55,25 @@ def resolve_group_size(value: Any = None, *, model: Any = None, target: str | Ta
         if target is None:
             raise Rt3dError("group size 'auto' needs a target to look up", "pass target=..., or an explicit size")
         name = target.name if isinstance(target, Target) else target
-        return _validated(tuned_group_size(name), f"the size `rt3d tune` recorded for {name}")
+        return _warn_mismatch(_validated(tuned_group_size(name), f"the size `rt3d tune` recorded for {name}"), model)
     if value is not None:
-        return _validated(value)
+        return _warn_mismatch(_validated(value), model)
     found = checkpoint_group_size(model)
     if found is not None:
         logger.info("group size %dx%d from the checkpoint", *found)
         return found
     return DEFAULT_GROUP_SIZE
+
+
+def _warn_mismatch(size: GroupSize, model: Any) -> GroupSize:
+    """Say so when a checkpoint was pruned with other groups than the ones asked for: the pass
+    stays exact, but keeps only columns every filter of its group keeps, so it gains less."""
+    pruned = checkpoint_group_size(model)
+    if pruned is not None and pruned != size:
+        logger.warning("the checkpoint was pruned with %dx%d groups but is compiled for %dx%d ones: the result is "
+                       "exact, but only columns shared by a whole %dx%d group are skipped, so it runs slower; leave "
+                       "the group size out to use the checkpoint's", *pruned, *size, *size)
+    return size
 
 
 def checkpoint_group_size(model: Any) -> GroupSize | None:

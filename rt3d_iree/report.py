@@ -314,10 +314,10 @@ def markdown(results: dict) -> str:
                  f(_ms(rows, name, "rt3d KGS", t)), f(s["sparse_speedup"], "{:.2f}x"),
                  f(s["speedup_over_rate"], "{:.2f}"), f(s["kgs_vs_ort"], "{:.2f}x"), f(s["kgs_vs_pytorch"], "{:.2f}x")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Bars", ""]
+    lines += ["", "## Goals", ""]
     for name, s in results["summary"].items():
         for bar, ok in s["bars"].items():
-            lines.append(f"- {LABELS[name]}: {bar}: {'met' if ok else 'MISSED'}")
+            lines.append(f"- {LABELS[name]}: {bar}: {'yes' if ok else 'no'}")
     lines += ["", "## Every measurement", ""]
     table_rows = [{**r, "note": r["note"] or ""} for r in rows]
     lines.append(format_table(table_rows, ["model", "engine", "rate_target", "flops_rate", "median_ms",

@@ -111,7 +111,8 @@ def microkernel_for(target: Target, required: bool = False) -> Microkernel | Non
     if isa is None:
         if required:
             raise Rt3dError(f"target {target.name!r} has no microkernel (llvm-cpu with AVX-512, AVX2 or NEON only)",
-                            "compile without --microkernel to use the code generation path")
+                            "use --kernel auto or --kernel codegen (kernel='auto' or 'codegen' in Python) "
+                            "for code generation")
         return None
     path = bitcode_path(isa)
     if path is None:

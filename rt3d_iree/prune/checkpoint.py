@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise Rt3dError(f"no such checkpoint: {path}", "check the path (rt3d prune writes it with -o)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and EOF errors all mean the same thing here
-        raise Rt3dError(
-            f"{path} is not a readable checkpoint: it is truncated or corrupt "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})",
-            "use the last good checkpoint (rt3d prune keeps one per epoch in its work folder) or rerun rt3d prune",
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc) or not zipfile.is_zipfile(path):
+            raise _unreadable(path, exc) from None
+        raise Rt3dError(  # torch.save(model): a pickled module, which only its own code can rebuild
+            f"{path} holds a pickled Python object (as torch.save(model) writes), not an rt3d pruning "
+            "checkpoint or weights",
+            "export the model instead and compile that: torch.export.save(torch.export.export(model, (x,)), "
+            "'model.pt2'); rt3d compile model.pt2 -o model.vmfb",
         ) from None
+    except Exception as exc:  # zip and EOF errors all mean the same thing here
+        raise _unreadable(path, exc) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise Rt3dError(
             f"{path} is a PyTorch file but not an rt3d pruning checkpoint",
@@ -55,6 +62,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise Rt3dError(f"{path} has checkpoint version {state.get('version')}, this rt3d reads {VERSION}",
                         "rerun rt3d prune with this version")
     return state
+
+
+def _unreadable(path: Path, exc: Exception) -> Rt3dError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return Rt3dError(f"{path} is not a readable checkpoint: it is truncated or corrupt ({type(exc).__name__}: {first})",
+                     "use the last good one (rt3d prune keeps the latest epoch's as last.pt in OUTPUT.work/ and "
+                     "continues from it with --resume) or rerun rt3d prune")
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, torch.Tensor]:

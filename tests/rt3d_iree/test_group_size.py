@@ -98,3 +98,14 @@ def test_kgs_options_resolves_auto_for_its_target(cache):
     assert (opts.group_m, opts.group_n) == (4, 4)
     opts = kgs_options(None, TARGETS["host"])
     assert (opts.group_m, opts.group_n) == DEFAULT_GROUP_SIZE
+
+
+def test_a_size_other_than_the_checkpoints_is_warned_about(checkpoint, caplog):
+    path, _ = checkpoint
+    with caplog.at_level("WARNING", logger="rt3d_iree.group_size"):
+        assert resolve_group_size((16, 16), model=path) == (16, 16)
+    assert "pruned with 4x8 groups but is compiled for 16x16 ones" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rt3d_iree.group_size"):
+        assert resolve_group_size((4, 8), model=path) == (4, 8)
+    assert caplog.text == ""

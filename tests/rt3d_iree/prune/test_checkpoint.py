@@ -72,7 +72,9 @@ def test_corrupt_truncated_and_foreign_checkpoints(pruned, tmp_path):
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "noise.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    for name, msg in [("trunc.pt", "truncated or corrupt"), ("noise.pt", "truncated or corrupt"),
+    torch.save(torch.nn.Conv3d(1, 1, 1), tmp_path / "pickled.pt")  # torch.save(model)
+    for name, msg in [("pickled.pt", "holds a pickled Python object (as torch.save(model) writes)"),
+                      ("trunc.pt", "truncated or corrupt"), ("noise.pt", "truncated or corrupt"),
                       ("foreign.pt", "not an rt3d pruning checkpoint"), ("missing.pt", "no such checkpoint")]:
         proc = rt3d("compile", str(tmp_path / name), "-o", str(tmp_path / "x.vmfb"))
         assert proc.returncode == 2 and msg in proc.stderr, (name, proc.stderr)
