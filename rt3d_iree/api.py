@@ -11,7 +11,7 @@ from typing import Any
 
 from iree.compiler import ir
 
-from .compiler import apply_kgs, compile_mlir, kgs_options
+from .compiler import apply_kgs, check_extra_flags, check_stamp, compile_mlir, kgs_options, stamp_target
 from .errors import Rt3dError
 from .group_size import resolve_group_size
 from .importer import import_torch, load_model_file, new_context
@@ -63,7 +63,10 @@ def optimize(
     tgt = resolve_target(target)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = import_model(model, _as_args(example_args), drop_dead=drop_dead_channels)
+    if isinstance(model, (str, Path)):
+        check_stamp(module, tgt, str(model))
     report = apply_kgs(module, options)
+    stamp_target(module, tgt)
     return module, report
 
 
@@ -110,8 +113,11 @@ def compile(  # noqa: A001 - the public name users expect
     _check_runner(runner)  # both checked before minutes of compiling
     example_args = _as_args(example_args)
     extra_flags = _as_flags(extra_flags)
+    check_extra_flags(extra_flags, tgt, kgs)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = import_model(model, example_args, drop_dead=kgs and drop_dead_channels)
+    if isinstance(model, (str, Path)):
+        check_stamp(module, tgt, str(model))
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)

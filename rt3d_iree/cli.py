@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,17 +17,22 @@ from .cli_args import TIMING_COMMANDS, build_parser, group_size_arg
 from .errors import Rt3dError
 from .files import atomic_write
 from .group_size import DEFAULT_TEXT
-from .targets import TARGETS
+from .targets import TARGETS, resolve_target
 
 logger = logging.getLogger("rt3d_iree")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    from_console = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, theirs = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args, unknown = parser.parse_known_args(ours)
     if unknown and args.cmd != "compile":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if argv is None and args.cmd in TIMING_COMMANDS:
+    _check_passthrough(parser, args.cmd, unknown)
+    unknown += theirs
+    if from_console and args.cmd in TIMING_COMMANDS:
         _reexec_with_allocator_env()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
@@ -37,6 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rt3d: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_passthrough(parser: argparse.ArgumentParser, cmd: str, unknown: list[str]) -> None:
+    """Flags `rt3d compile` does not know go to iree-compile only if they are plainly IREE's or MLIR's
+    (``--iree-*``, ``--mlir-*``) or come after ``--``: a misspelled flag of ours (``--group_size``)
+    is caught here, not by iree-compile minutes later."""
+    import difflib
+
+    for flag in unknown:
+        if flag.startswith(("--iree-", "--mlir-")) or not flag.startswith("-"):
+            continue
+        name = flag.split("=", 1)[0]
+        ours = [o for a in parser.subcommands[cmd]._actions for o in a.option_strings]
+        near = difflib.get_close_matches(name.replace("_", "-"), ours, n=1)
+        parser.error(f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near else "")
+                     + "; flags for iree-compile go after --, for example: rt3d compile m.pt2 -o m.vmfb -- --flag")
 
 
 def _reexec_with_allocator_env() -> None:
@@ -73,7 +95,9 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         else:
             atomic_write(args.output, str(module))
         _summary(report)
-        print(f"wrote {args.output}")
+        flags = " ".join(shlex.quote(f) for f in resolve_target(args.target).flags)
+        print(f"wrote {args.output}; stock IREE compiles it with the target's flags:\n"
+              f"  iree-compile {shlex.quote(str(args.output))} {flags} -o model.vmfb")
     elif args.cmd == "report":
         from .report import ReportConfig, report
 

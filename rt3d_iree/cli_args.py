@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", type=group_size_arg, help="record this group size for the target without timing")
     t.add_argument("--candidates", default=CANDIDATES_TEXT, help="group sizes to time")
     t.add_argument("--quick", action="store_true", help="one small layer instead of three (for CI)")
+    p.subcommands = sub.choices  # name -> its parser (the CLI suggests close flag names from it)
     return p
 
 

@@ -49,6 +49,49 @@ def kgs_options(group_size: tuple[int, int] | str | None, target: Target, kernel
                         f"use for example {DEFAULT_TEXT} or 4x4") from None
 
 
+# The module attribute naming the target a KGS-rewritten module was written for: its microkernel
+# dispatches embed that target's executable format and ISA, so another target cannot compile it.
+TARGET_ATTR = "rt3d.target"
+
+# iree-compile flags that choose the device or its ISA: the target (and the KGS pass's kernels,
+# which are built for it) already did, so a user flag among these would compile a module for
+# one device with kernels for another.
+DEVICE_FLAGS = ("--iree-hal-target-device", "--iree-hal-target-backends", "--iree-llvmcpu-target-triple",
+                "--iree-llvmcpu-target-cpu", "--iree-hal-local-target-device-backends")
+
+
+def check_extra_flags(flags: Sequence[str], target: Target, kgs: bool) -> None:
+    """Refuse user flags that choose another device than ``target`` (see ``DEVICE_FLAGS``)."""
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        if name in DEVICE_FLAGS and (kgs or flag not in target.flags):
+            raise Rt3dError(
+                f"{flag} chooses the device, which the target {target.name!r} already does",
+                "pick the device with --target (rt3d targets lists them, with the flags each implies) "
+                "and leave this flag out",
+            )
+
+
+def stamp_target(module: ir.Module, target: Target) -> None:
+    """Record in ``module`` the target it was rewritten for (``TARGET_ATTR``)."""
+    with module.context:
+        module.operation.attributes[TARGET_ATTR] = ir.StringAttr.get(target.name)
+
+
+def check_stamp(module: ir.Module, target: Target, source: str) -> None:
+    """An MLIR file written by `rt3d opt` for one target, compiled for another: one clear error."""
+    attrs = module.operation.attributes
+    if TARGET_ATTR not in attrs:
+        return
+    written_for = ir.StringAttr(attrs[TARGET_ATTR]).value
+    if written_for != target.name:
+        raise Rt3dError(
+            f"{source} was written by rt3d opt for target {written_for!r} (its kernels are built for that "
+            f"device) and cannot be compiled for {target.name!r}",
+            f"compile it with --target {written_for}, or run rt3d opt --target {target.name} on the model again",
+        )
+
+
 def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:
     """Run the KGS conv3d pass in place and log what it did."""
     start = time.perf_counter()

@@ -10,6 +10,7 @@ import torch
 from iree.compiler.tools.binaries import find_tool
 from torch import nn
 
+import rt3d_iree
 from rt3d_iree.bench import max_rel_error
 from rt3d_iree.runtime import CompiledModule
 from rt3d_iree.targets import TARGETS
@@ -56,6 +57,34 @@ def test_opt_output_compiles_with_stock_iree_compile(saved, tmp_path):
     vmfb = tmp_path / "stock.vmfb"
     subprocess.run([find_tool("iree-compile"), str(mlir), *TARGETS["host"].flags, "-o", str(vmfb)], check=True)
     assert max_rel_error(run_vmfb(vmfb, x), model(x).detach()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_opt_for_aarch64_compiles_with_its_flags_and_refuses_another_target(saved, tmp_path):
+    """What `rt3d opt --target T` prints is the command that compiles it; rt3d refuses it for another target."""
+    path, model, x = saved
+    mlir = tmp_path / "a64.mlir"
+    proc = rt3d("opt", str(path), "-o", str(mlir), "--target", "aarch64")
+    assert proc.returncode == 0, proc.stderr
+    assert " ".join(TARGETS["aarch64"].flags) in proc.stdout and '{rt3d.target = "aarch64"}' in mlir.read_text()
+    vmfb = tmp_path / "a64.vmfb"
+    subprocess.run([find_tool("iree-compile"), str(mlir), *TARGETS["aarch64"].flags, "-o", str(vmfb)], check=True)
+    assert max_rel_error(rt3d_iree.load_module(vmfb, target="aarch64")(x), model(x).detach()) <= 1e-4
+    proc = rt3d("compile", str(mlir), "-o", str(tmp_path / "v.vmfb"), "--target", "vulkan")
+    assert proc.returncode == 2 and "written by rt3d opt for target 'aarch64'" in proc.stderr
+    assert "--target aarch64" in proc.stderr and len(proc.stderr) < 1000 and not (tmp_path / "v.vmfb").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--group_size", "8x4"], "unknown flag --group_size (did you mean --group-size?)"),
+    (["--iree-hal-target-device=vulkan"], "--iree-hal-target-device=vulkan chooses the device"),
+    (["--", "--iree-hal-target-backends=vulkan-spirv"], "--iree-hal-target-backends=vulkan-spirv chooses the device"),
+])
+def test_flags_for_iree_compile_are_checked_before_compiling(saved, tmp_path, flags, message):
+    path, _, _ = saved
+    proc = rt3d("compile", str(path), "-o", str(tmp_path / "x.vmfb"), *flags)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.vmfb").exists() and not (tmp_path / "rt3d-reproducers").exists()
 
 
 def test_compile_mlir_input(saved, tmp_path):
