@@ -85,8 +85,16 @@ def tune(target: str = "host", runner: str | None = None, candidates=CANDIDATES,
         per_layer = [ms[_name(gm, gn, i)] for i in range(len(layers))]
         timings.append({"group_size": [gm, gn], "total_ms": sum(per_layer), "per_layer_ms": per_layer})
     best = min(timings, key=lambda t: t["total_ms"])
-    where = record(target, tuple(best["group_size"]), f"measured with the {run.name} runner", timings, path)
-    return {"target": target, "best": best["group_size"], "timings": timings, "file": str(where)}
+    quick = len(layers) < len(LAYERS)
+    existing = load_tuning(path).get(target)
+    if quick and existing:  # a one-layer timing must not replace a fuller choice (or the user's own)
+        logger.warning("a quick tune does not replace the group size recorded for %s (%s)", target, existing["source"])
+        where, recorded = path or tuning_file(), False
+    else:
+        source = f"measured with the {run.name} runner on {len(layers)} layer(s)"
+        where, recorded = record(target, tuple(best["group_size"]), source, timings, path), True
+    return {"target": target, "best": best["group_size"], "timings": timings, "file": str(where),
+            "recorded": recorded}
 
 
 def tune_table(res: dict) -> str:
@@ -94,7 +102,11 @@ def tune_table(res: dict) -> str:
     rows = [{"group_size": f"{t['group_size'][0]}x{t['group_size'][1]}", "total_ms": t["total_ms"],
              "per_layer_ms": " ".join(f"{v:.3g}" for v in t["per_layer_ms"])} for t in res["timings"]]
     table = format_table(rows, ["group_size", "total_ms", "per_layer_ms"])
-    return table + f"\n\nbest for {res['target']}: {res['best'][0]}x{res['best'][1]} (recorded in {res['file']})"
+    best = f"best for {res['target']}: {res['best'][0]}x{res['best'][1]}"
+    if res.get("recorded", True):
+        return table + f"\n\n{best} (recorded in {res['file']})"
+    return table + (f"\n\n{best}; not recorded: {res['file']} already holds a choice for {res['target']} and a "
+                    "quick tune times too little to replace it (run rt3d tune without --quick to replace it)")
 
 
 def _name(gm: int, gn: int, layer: int) -> str:

@@ -95,6 +95,10 @@ def _pm(mean: float, sd: float | None) -> str:
     return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
 
 
+CHANCE = 1 / 8  # the built-in benchmark's 8 motion directions
+CHANCE_MARGIN = 5.0  # points above chance still counted as chance level
+
+
 def format_table(runs: list[dict[str, Any]]) -> str:
     """Markdown: Table 1's shape (a row per (model, scheme, rate), a column per algorithm,
     mean ± sd of top-1 over seeds, '-' for cells not run), then the orderings' paired tests."""
@@ -137,6 +141,12 @@ def format_table(runs: list[dict[str, Any]]) -> str:
                 ok = "within" if _at_most(gap, points) else "NOT within"
                 lines.append(f"{model}: {cell_name(cell)} drops {gap:.1f} points from the dense model trained "
                              f"as many epochs more, unpruned (the fair reference): {ok} the claimed {points:g}.")
+    at_chance = [a for a in summary["aggregates"] if a["accuracy_mean"] <= 100 * CHANCE + CHANCE_MARGIN]
+    if at_chance:
+        lines.append(f"\n{len(at_chance)} of {len(summary['aggregates'])} cells are at chance level "
+                     f"({100 * CHANCE:g}% for the built-in benchmark's {round(1 / CHANCE)} classes, within "
+                     f"{CHANCE_MARGIN:g} points): those models learned nothing, so their accuracies compare nothing "
+                     "(--quick trains too little to learn; it checks rates and structure).")
     return "\n".join(lines)
 
 

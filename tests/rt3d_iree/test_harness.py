@@ -152,3 +152,18 @@ def test_tune_interleaves_candidates_and_layers(monkeypatch, tmp_path):
     assert log == ["4x4:4", "4x4:8", "8x4:4", "8x4:8"] * 2
     assert [t["group_size"] for t in res["timings"]] == [[4, 4], [8, 4]]
     assert all(t["per_layer_ms"] == [1.0, 1.0] and t["total_ms"] == 2.0 for t in res["timings"])
+
+
+def test_a_quick_tune_never_replaces_a_recorded_choice(monkeypatch, tmp_path):
+    def fake_compile(model, args=(), group_size=None, **kw):
+        return _FakeModule(model, [], f"{group_size[0]}x{group_size[1]}")
+
+    monkeypatch.setattr(tune.api, "compile", fake_compile)
+    path = tmp_path / "tuning.json"
+    tune.record("host", (16, 4), "measured with the local runner on 4 layer(s)", path=path)
+    res = tune.tune(candidates=((4, 4),), layers=tune.QUICK_LAYERS, repetitions=1, rounds=1, path=path)
+    assert not res["recorded"] and tune.tuned_group_size("host", path) == (16, 4)
+    assert "not recorded" in tune.tune_table(res) and "without --quick" in tune.tune_table(res)
+    res = tune.tune(candidates=((4, 4),), layers=tune.QUICK_LAYERS, repetitions=1, rounds=1,
+                    path=tmp_path / "empty.json")  # nothing recorded yet: a quick choice is better than none
+    assert res["recorded"] and tune.tuned_group_size("host", tmp_path / "empty.json") == (4, 4)

@@ -81,6 +81,13 @@ def test_markdown_has_table1_shape_dashes_for_cells_not_run_and_the_orderings():
     assert md.rstrip().endswith("NOT within the claimed 1.5.")
 
 
+def test_cells_at_chance_level_say_so():
+    runs = [{**r, "correct": "1" * 2 + "0" * 14, "accuracy": 2 / 16} for r in _fake_runs()]
+    md = format_table(runs)
+    assert f"{2 + len(DEFAULT_GRID)} of {2 + len(DEFAULT_GRID)} cells are at chance level (12.5%" in md
+    assert "chance level" not in format_table(_fake_runs())
+
+
 def test_one_seed_shows_means_without_sd():
     md = format_table([r for r in _fake_runs() if r["seed"] == 0])
     assert "±" not in md.split("\n\n")[1] and "| 90.0 |" in md
@@ -106,7 +113,7 @@ def test_grids_and_settings_validation():
 
 
 @pytest.mark.parametrize("args,text", [(["--seeds", ""], "no seed"), (["--models", "c3d,nope"], "unknown model"),
-                                       (["--jobs", "0"], "jobs must be a positive integer")])
+                                       (["--jobs", "0"], "argument --jobs: expected a whole number >= 1, got 0")])
 def test_cli_rejects_bad_input_before_training(tmp_path, args, text):
     proc = rt3d("prune-table", "--quick", "--quiet", "--out", str(tmp_path), *args)
     assert proc.returncode != 0 and text in proc.stderr
