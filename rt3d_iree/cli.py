@@ -260,8 +260,10 @@ def _summary(report) -> None:
               "(compiled with IREE's stock lowering)")
         return
     print(f"rt3d-kgs-conv3d: {done} of {len(report.convs)} conv3d rewritten")
+    from .compiler import where
+
     for conv in report.skipped:
-        print(f"  left to IREE: {conv.location}: {conv.reason}")
+        print(f"  left to IREE: {where(conv.location)}: {conv.reason}")
 
 
 if __name__ == "__main__":

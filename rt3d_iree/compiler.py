@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import shlex
 import tempfile
 import time
@@ -101,8 +102,15 @@ def apply_kgs(module: ir.Module, options: KgsConv3dOptions) -> PassReport:
         report.rewritten, len(report.convs), time.perf_counter() - start,
     )
     for conv in report.skipped:
-        logger.warning("conv3d at %s left to IREE's default lowering: %s", conv.location, conv.reason)
+        logger.warning("conv3d %s left to IREE's default lowering: %s", where(conv.location), conv.reason)
     return report
+
+
+def where(location: str) -> str:
+    """A conv's location as users read it: the module path the importer named it by
+    (importer._conv_locations_named), else the MLIR location as it is."""
+    m = re.fullmatch(r'loc\("([^"]+)":1:0\)', location)
+    return m[1] if m else location
 
 
 def bytecode(module: ir.Module) -> bytes:

@@ -72,7 +72,7 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
             f"expected a torch.nn.Module or ExportedProgram, got {type(module).__name__}",
             "pass the model object itself, or a path to a .pt2, .mlir or .mlirbc file to `rt3d compile`",
         )
-    with _captured_stderr() as diagnostics:
+    with _captured_stderr() as diagnostics, _conv_locations_named(program):
         try:
             imported = fx.export_and_import(program, output_type="linalg-on-tensors", func_name=FUNCTION)
             failure = None
@@ -157,6 +157,33 @@ def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop
         f"do not know how to read {path.name!r}",
         "pass a .pt2 file (torch.export.save), an rt3d prune checkpoint (.pt), a .mlir or a .mlirbc file",
     )
+
+
+@contextlib.contextmanager
+def _conv_locations_named(program: Any) -> Iterator[None]:
+    """Give every convolution the location "module.path (Type)" while torch-mlir imports it.
+
+    Why: torch-mlir locates an op by its Python stack, which for every conv of an nn.Sequential
+    is the same two lines of torch's own code, so a pass message could not say which layer it
+    means. The stack of each convolution node is swapped for one frame named after the module
+    that called it (torch.export's ``nn_module_stack``), and put back afterwards.
+    """
+    saved = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or "convolution" not in str(node.target) and "conv3d" not in str(node.target):
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            continue
+        path, kind = list(stack.values())[-1]
+        kind_name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
+        saved[node] = node.meta.get("stack_trace")
+        node.meta["stack_trace"] = f'  File "{path} ({kind_name})", line 1, in forward\n'
+    try:
+        yield
+    finally:
+        for node, trace in saved.items():
+            node.meta["stack_trace"] = trace
 
 
 @contextlib.contextmanager

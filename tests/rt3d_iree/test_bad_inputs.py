@@ -25,11 +25,12 @@ def test_grouped_conv3d_is_reported_and_left_to_iree(tmp_path):
     compiled = rt3d_iree.compile(model, (x,))
     assert compiled.report.rewritten == 1
     (skipped,) = compiled.report.skipped
-    assert "groups > 1" in skipped.reason
+    assert "groups > 1" in skipped.reason and skipped.location == 'loc("0 (Conv3d)":1:0)'  # the layer, by name
+    assert [c.location for c in compiled.report.convs if c.rewritten] == ['loc("2 (Conv3d)":1:0)']
     assert max_rel_error(compiled(x), model(x)) <= 1e-4  # still correct, through IREE's lowering
     proc = rt3d("compile", str(export(model, x, tmp_path / "g.pt2")), "-o", str(tmp_path / "g.vmfb"))
     assert proc.returncode == 0, proc.stderr
-    assert "1 of 2 conv3d rewritten" in proc.stdout and "groups > 1" in proc.stdout
+    assert "1 of 2 conv3d rewritten" in proc.stdout and "left to IREE: 0 (Conv3d): a 3-D convolution" in proc.stdout
 
 
 def test_model_without_conv3d_says_so(tmp_path):
@@ -75,7 +76,7 @@ def test_bad_group_size_and_rate_on_the_cli(tmp_path, good_vmfb):
     proc = rt3d("bench", "--group-size", "0x4", "--out", str(tmp_path))
     assert proc.returncode == 2 and "bad group size 0x4" in proc.stderr
     proc = rt3d("bench", "--rate", "0.5", "--out", str(tmp_path))
-    assert proc.returncode == 2 and "FLOPs rate must be >= 1" in proc.stderr
+    assert proc.returncode == 2 and "expected a FLOPs reduction rate >= 1" in proc.stderr
     proc = rt3d("bench", "--group-size", "eight", "--out", str(tmp_path))
     assert proc.returncode == 2 and "group size must look like 8x4" in proc.stderr
 
