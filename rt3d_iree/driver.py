@@ -101,7 +101,9 @@ def _row(model: str, variant: str, target: Target, runner: Runner, result, dense
     timing = "emulated: meaningless" if result.emulated else "measured"
     return {
         "model": model, "variant": variant, "target": target.name, "runner": runner.name,
-        "device": result.device, "threads": result.threads, "median_ms": result.median_ms,
+        "device": result.device, "median_ms": result.median_ms,
+        # CPU task workers; a GPU driver schedules its own work and has no such count
+        "threads": result.threads if result.driver in CPU_DRIVERS else "n/a (GPU)",
         "speedup_vs_dense": (dense_ms / result.median_ms) if dense_ms else 1.0,
         "python_call_ms": "n/a" if python_ms is None else python_ms,
         "python_call_time_ratio": "n/a" if python_ms is None else python_ms / result.median_ms,

@@ -80,6 +80,14 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
             failure = exc
     if failure is not None:
         culprit = _culprit(diagnostics.getvalue())
+        grouped = _grouped_convs(program)
+        if culprit and "convolution" in culprit and grouped:
+            raise Rt3dError(
+                f"torch-mlir could not import the model: it cannot lower torch.aten.convolution with groups > 1 "
+                f"(depthwise or grouped 3-D convolutions): {', '.join(grouped)}",
+                "torch-mlir 20261001 cannot lower these (depthwise ones, groups = channels, in particular); "
+                "write each as `groups` separate Conv3d layers joined by torch.cat until rt3d decomposes them",
+            ) from None
         raise Rt3dError(
             f"torch-mlir could not import the model: {culprit or _first_line(failure)}",
             "the model uses an operator torch-mlir cannot lower to linalg; replace it or file an "
@@ -157,6 +165,21 @@ def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop
         f"do not know how to read {path.name!r}",
         "pass a .pt2 file (torch.export.save), an rt3d prune checkpoint (.pt), a .mlir or a .mlirbc file",
     )
+
+
+def _grouped_convs(program: Any) -> list[str]:
+    """The module paths (with their groups) of the grouped convolutions in an exported program."""
+    out = []
+    for node in program.graph.nodes:
+        target = str(node.target)
+        position = 8 if "convolution" in target else 6 if "conv3d" in target else None  # aten's signatures
+        if node.op == "call_function" and position is not None:
+            groups = node.args[position] if len(node.args) > position else node.kwargs.get("groups", 1)
+            if isinstance(groups, int) and groups > 1:
+                stack = node.meta.get("nn_module_stack") or {}
+                path = list(stack.values())[-1][0] if stack else node.name
+                out.append(f"{path} (groups={groups})")
+    return out
 
 
 @contextlib.contextmanager

@@ -86,6 +86,12 @@ class _Svd(nn.Module):
         return torch.linalg.svd(x)[1]
 
 
+def test_a_depthwise_conv3d_torch_mlir_rejects_is_named_with_its_groups():
+    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.Conv3d(4, 4, 3, groups=4)).eval()
+    with pytest.raises(Rt3dError, match=r"torch.aten.convolution with groups > 1 .*: 1 \(groups=4\)"):
+        rt3d_iree.compile(model, torch.randn(1, 3, 4, 6, 6))
+
+
 def test_operator_torch_mlir_rejects_is_named(tmp_path):
     with pytest.raises(Rt3dError, match="it cannot lower the operator torch.aten._linalg_svd") as err:
         rt3d_iree.compile(_Svd(), (torch.randn(1, 3, 4, 4),))

@@ -96,3 +96,11 @@ def test_tune_aarch64_cannot_time_under_qemu_but_can_be_set(tmp_path, monkeypatc
     (tmp_path / "tuning.json").write_text("{corrupt")
     bad = rt3d("compile", "x.pt2", "-o", str(tmp_path / "y.vmfb"), "--group-size", "auto")
     assert bad.returncode == 2 and "tuning file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_vulkan_reports_no_cpu_thread_count(tmp_path):
+    proc = rt3d("bench", "--target", "vulkan", "--repetitions", "1", "--rounds", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = read_results(tmp_path)
+    assert all(r["threads"] == "n/a (GPU)" and r["python_call_ms"] == "n/a" for r in rows)
+    assert all(r["max_rel_error"] <= 1e-4 for r in rows)
