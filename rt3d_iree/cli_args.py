@@ -42,6 +42,7 @@ def _number(kind: type, low: float, strict: bool, what: str):
 
 
 _count = _number(int, 1, False, "a whole number >= 1")
+_epochs = _number(int, 0, False, "a whole number >= 0")
 _positive = _number(float, 0.0, True, "a number > 0")
 _non_negative = _number(float, 0.0, False, "a number >= 0")
 _rate = _number(float, 1.0, False, "a FLOPs reduction rate >= 1 (for example 2.6)")
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", default="synthetic", help="synthetic (built in), ucf101:FOLDER or hmdb51:FOLDER")
     pr.add_argument("--split", type=int, default=1, help="UCF101 / HMDB51 split (1-3)")
     pr.add_argument("--epochs", type=_count, help="epochs for each of regularization and retraining")
-    pr.add_argument("--reg-epochs", type=_count, default=4)
+    pr.add_argument("--reg-epochs", type=_epochs, default=4, help="0: prune at once (one-shot), then retrain")
     pr.add_argument("--retrain-epochs", type=_count, default=4)
     pr.add_argument("--dense-epochs", type=_count, default=8, help="dense training first (without --from-dense)")
     pr.add_argument("--from-dense", help="start from this dense checkpoint instead of training one")
