@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cli_args import TIMING_COMMANDS, build_parser, group_size_arg
 from .errors import Rt3dError
-from .files import atomic_write
+from .files import atomic_write, check_writable
 from .group_size import DEFAULT_TEXT
 from .targets import TARGETS, resolve_target
 
@@ -77,6 +77,8 @@ def _reexec_with_allocator_env() -> None:
 def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     from . import api
 
+    if getattr(args, "output", None):
+        check_writable(args.output)  # before minutes of compiling or training
     if args.cmd == "compile":
         compiled = api.compile(
             Path(args.input), target=args.target, group_size=args.group_size, kgs=not args.no_kgs,

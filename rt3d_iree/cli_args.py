@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(o)
 
     d = sub.add_parser("demo", help="the main job: C3D-style model, KGS, compile, check, benchmark")
-    d.add_argument("--out", default="rt3d-out", help="folder for demo.json, demo.md, demo.png")
+    d.add_argument("-o", "--out", default="rt3d-out", help="folder for demo.json, demo.md, demo.png")
     d.add_argument("--width", type=_positive, default=0.25, help="C3D width multiplier (1.0 = full size)")
     d.add_argument("--frames", type=_count, default=16)
     d.add_argument("--size", type=_count, default=112)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=_count, default=2)
 
     b = sub.add_parser("bench-layer", help="benchmark the reference conv3d layer on every engine")
-    b.add_argument("--out", default="rt3d-out")
+    b.add_argument("-o", "--out", default="rt3d-out")
     b.add_argument("--repetitions", "--reps", dest="reps", type=_count, default=5)
     b.add_argument("--threads", type=_count, default=2)
     sub.add_parser("targets", help="list the targets and the iree-compile flags each implies")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--repetitions", type=_count, default=5, help="timed repetitions per round (median reported)")
         sp.add_argument("--rounds", type=_count, default=ROUNDS,
                         help="timing rounds: every variant is timed --repetitions times per round, in turn")
-        sp.add_argument("--out", default="rt3d-out", help="folder for the JSON, CSV and markdown results")
+        sp.add_argument("-o", "--out", default="rt3d-out", help="folder for the JSON, CSV and markdown results")
         sp.add_argument("--adb-tool", help="adb runner: the phone's aarch64 iree-benchmark-module binary")
         sp.add_argument("--adb-serial", help="adb runner: device serial (default: the only device)")
         sp.add_argument("--cpu-mask", help="adb runner: taskset CPU mask, for example f0 for four big cores")
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ptab = sub.add_parser("prune-table", help="the paper's Table 1 on synthetic data (width-reduced models), "
                           "mean +- sd over seeds and McNemar tests of the paper's orderings")
-    ptab.add_argument("--out", default="rt3d-out")
+    ptab.add_argument("-o", "--out", default="rt3d-out")
     ptab.add_argument("--models", help="comma-separated (default c3d,r2plus1d; --quick: c3d)")
     ptab.add_argument("--seeds", help="comma-separated seeds, each its own dense model and data (default 0,1; "
                       "--quick: 0)")
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="can the built-in benchmark tell pruning methods apart? parameter-free "
                          "estimators and dense C3D at the table's width and half of it")
-    cal.add_argument("--out", default="rt3d-out")
+    cal.add_argument("-o", "--out", default="rt3d-out")
     cal.add_argument("--seeds", help="comma-separated seeds (default 0,1)")
     cal.add_argument("--quick", action="store_true", help="tiny data and epochs (what CI runs)")
     cal.add_argument("--dense-epochs", type=_count)
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D) on PyTorch, ONNX Runtime, stock IREE "
                          "and rt3d dense / KGS: the paper's Table 2 on this machine")
-    rep.add_argument("--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
+    rep.add_argument("-o", "--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
     rep.add_argument("--models", default="c3d,r2plus1d,s3d")
     rep.add_argument("--reps", type=_count, default=5, help="timed runs per engine (median; at least 5)")
     rep.add_argument("--rounds", type=_count, default=ROUNDS,

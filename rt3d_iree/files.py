@@ -39,3 +39,23 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, executable:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Refuse, before any long work, an output path that cannot be written: its parent is a
+    file, or the nearest existing folder is not writable, or it is itself a folder."""
+    from .errors import Rt3dError
+
+    path = Path(path)
+    if path.is_dir():
+        raise Rt3dError(f"the {what} {path} is a folder", "give a file name, for example model.vmfb")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Rt3dError(f"cannot write the {what} {path}: {parent} is a file, not a folder",
+                        "choose another path, or move that file away")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Rt3dError(f"cannot write the {what} {path}: {parent} is not writable",
+                        "choose a folder you can write to")
+    return path

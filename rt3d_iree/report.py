@@ -299,7 +299,7 @@ def markdown(results: dict) -> str:
              f"{cfg['threads']} threads, median of {cfg['reps'] * cfg.get('rounds', 1)} runs "
              f"({cfg.get('rounds', 1)} interleaved rounds of {cfg['reps']}; stock IREE: {cfg['reps']}) (ms)", ""]
     head = ["model (KGS rate)", "GMAC", "PyTorch", "ONNX Runtime", "stock IREE", "rt3d dense", "rt3d KGS",
-            "dense/KGS", "/ FLOPs rate", "KGS vs ORT", "KGS vs PyTorch"]
+            "KGS speedup vs dense", "speedup / FLOPs rate", "KGS speedup vs ORT", "KGS speedup vs PyTorch"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, fmt="{:.1f}"):

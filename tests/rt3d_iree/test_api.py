@@ -41,6 +41,8 @@ def test_a_bare_tensor_string_flags_and_the_callers_mode():
     assert model.training and model[1].training
     model.eval()
     assert max_rel_error(compiled(x), model(x).detach()) <= 1e-4
+    with pytest.raises(Rt3dError, match="is a file, not a folder"):
+        rt3d_iree.compile(model, x, save_to=__file__ + "/m.vmfb")
     with pytest.raises(Rt3dError, match="extra_flags must be strings"):
         rt3d_iree.compile(model, x, extra_flags=["--iree-opt-level=O2", 3])
 

@@ -112,6 +112,9 @@ def test_compile_mlir_input(saved, tmp_path):
         (["demo", "--width", "0"], "argument --width: expected a number > 0, got 0"),
         (["prune", "-o", "p.pt", "--rate", "0.5"], "expected a FLOPs reduction rate >= 1"),
         (["bench", "--size", "8"], "needs width > 0 and clips of at least 16 frames x 16x16"),
+        (["compile", "{model}", "-o", "{model}/x.vmfb"], "model.pt2 is a file, not a folder"),
+        (["opt", "{model}", "-o", "."], "the output . is a folder"),
+        (["prune", "-o", "{model}/p.pt", "--size", "16"], "model.pt2 is a file, not a folder"),
     ],
 )
 def test_bad_input_messages(saved, tmp_path, args, message):
