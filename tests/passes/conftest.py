@@ -44,3 +44,14 @@ def check_ir(tmp_path: Path) -> Callable[..., None]:
     def run(printed: str, checks: str, prefix: str = "CHECK") -> None:
         filecheck(printed, checks, tmp_path, prefix)
     return run
+
+
+@pytest.fixture(scope="module")
+def ukernel():
+    """The host's microkernel (its bitcode must be built: scripts/setup.sh builds it)."""
+    from rt3d_iree.targets import get_target
+    from rt3d_iree.ukernels import microkernel_for
+
+    kernel = microkernel_for(get_target("host"), required=True)
+    assert kernel is not None
+    return kernel
