@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from .environment import ALLOCATOR_ENV, allocator_env, allocator_tuned, runtime_tool  # noqa: F401  (re-exported)
-from .harness import TOLERANCE, Variant, max_rel_error, medians, time_interleaved  # noqa: F401  (re-exported)
+from .harness import TOLERANCE, Variant, max_rel_error, medians, time_interleaved, wall_times  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +42,10 @@ def torch_times(model: nn.Module, inputs: Sequence[torch.Tensor], reps: int = 5,
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.no_grad():
-            for _ in range(3):  # oneDNN picks and caches kernels over the first calls
-                model(*inputs)
-            times = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                model(*inputs)
-                times.append((time.perf_counter() - start) * 1e3)
+        with torch.no_grad():  # 3 warm-up calls: oneDNN picks and caches kernels over the first calls
+            return wall_times(lambda: model(*inputs), reps, warmup=3)
     finally:
         torch.set_num_threads(old)
-    return times
 
 
 def interleaved_medians(timers: dict[str, Callable[[], list[float]]], rounds: int,

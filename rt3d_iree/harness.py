@@ -92,16 +92,7 @@ class Variant:
     def python_call(cls, name: str, module: CompiledModule, inputs: Sequence[Any], *, repetitions: int) -> Variant:
         """What a Python user sees: ``module(*inputs)`` timed with a wall clock, once per
         repetition, after one untimed call (which loads the module)."""
-        def timer() -> list[float]:
-            module(*inputs)
-            times = []
-            for _ in range(repetitions):
-                start = time.perf_counter()
-                module(*inputs)
-                times.append((time.perf_counter() - start) * 1e3)
-            return times
-
-        return cls(name, timer)
+        return cls(name, lambda: wall_times(lambda: module(*inputs), repetitions, warmup=1))
 
     def result(self) -> BenchResult:
         """What iree-benchmark-module reported, over all rounds: every run, and their median."""
@@ -112,6 +103,18 @@ class Variant:
         times = [t for r in self.results for t in r.times_ms]
         median = statistics.median(times or [r.median_ms for r in self.results])
         return replace(self.results[0], median_ms=median, times_ms=times)
+
+
+def wall_times(call: Callable[[], Any], repetitions: int, warmup: int = 1) -> list[float]:
+    """Wall-clock ms of each of ``repetitions`` calls of ``call``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def time_interleaved(variants: Sequence[Variant], rounds: int = ROUNDS,

@@ -14,21 +14,11 @@ from rt3d_iree.prune.importance import magnitude_scores, reference_rms, select_t
 from rt3d_iree.prune.slim import dead_channels, drop_dead_channels
 from rt3d_iree.prune.structure import ModelUnits, Structure
 
-
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return model.eval()
+from .test_graph import _randomize
 
 
 def _pruned(name: str, scheme: str, rate: float, shape: tuple[int, ...]) -> tuple[nn.Module, ModelUnits]:
-    model = _randomize(build_model(name, 8, 0.125, shape[1], shape[2]), 0)
+    model = _randomize(build_model(name, 8, 0.125, shape[1], shape[2]), 0).eval()
     units = ModelUnits(model, torch.zeros(1, *shape), Structure(scheme, (8, 4)))
     units.apply(select_to_rate(units, magnitude_scores(units, reference_rms(units)), rate))
     return model.eval(), units
@@ -69,7 +59,7 @@ def test_residual_outputs_and_untouched_models_keep_their_channels():
     x = torch.randn(2, *shape)
     with torch.no_grad():
         _close(slim(x), model(x))
-    assert dead_channels(_randomize(build_model("c3d", 8, 0.125, 16, 32), 1)) == {}  # a dense model
+    assert dead_channels(_randomize(build_model("c3d", 8, 0.125, 16, 32), 1).eval()) == {}  # a dense model
 
 
 def test_grouped_convs_and_the_graph_output_are_left_alone():
@@ -83,14 +73,14 @@ def test_grouped_convs_and_the_graph_output_are_left_alone():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.b(torch.relu(self.dw(self.a(x))))
 
-    net = _randomize(Net(), 2)
+    net = _randomize(Net(), 2).eval()
     with torch.no_grad():
         net.b.weight[:, 1] = 0  # dw's channel 1 unread, but dw is depthwise: kept
     assert dead_channels(net) == {}
 
 
 def test_every_channel_unread_keeps_one():
-    net = _randomize(nn.Sequential(nn.Conv3d(2, 4, 1), nn.ReLU(), nn.Conv3d(4, 3, 1)), 3)
+    net = _randomize(nn.Sequential(nn.Conv3d(2, 4, 1), nn.ReLU(), nn.Conv3d(4, 3, 1)), 3).eval()
     with torch.no_grad():
         net[2].weight.zero_()
     x = torch.randn(1, 2, 4, 4, 4)
