@@ -50,13 +50,15 @@ def select_to_rate(
     *,
     tolerance: float = 0.01,
     credit: bool = True,
+    max_layer_rate: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Masks that remove the lowest-scored units, across all layers, until the whole
     model's FLOPs drop ``rate``x: the result's rate r satisfies rate <= r <= rate * (1 + tolerance).
 
     Units already pruned in ``keep`` stay pruned (if they alone reach the rate, ``keep`` is
     returned as it is, even past the window). Each layer keeps at least ``min_keep`` of
-    its units (and at least one), so no layer is cut off entirely. MACs are counted as
+    its units (and at least one), so no layer is cut off entirely, and with
+    ``max_layer_rate`` at least 1 / max_layer_rate of them. MACs are counted as
     :meth:`ModelUnits.kept_macs` does (``credit``: removed filters also remove the next
     layer's input channel), exactly for every tentative step.
 
@@ -87,6 +89,8 @@ def select_to_rate(
     flat = {n: masks[n].reshape(-1).numpy().copy() for n in names}
     alive = {n: int(flat[n].sum()) for n in names}
     floor = {n: max(1, int(round(min_keep * flat[n].size))) for n in names}
+    if max_layer_rate is not None:  # no conv keeps fewer than 1 / max_layer_rate of its units
+        floor = {n: max(f, int(np.ceil(flat[n].size / max_layer_rate))) for n, f in floor.items()}
     cand_score, cand_layer, cand_index = [], [], []
     for li, n in enumerate(names):
         idx = np.flatnonzero(flat[n])

@@ -66,15 +66,23 @@ class PrunerOptions:
     below it counts as removed. ``lr`` is the learning rate ``step()`` uses when it is not
     given one. ``proximal=False`` switches to adding the penalty's gradient in
     ``regularize()``, for plain SGD. ``cost_power`` ranks units by score / cost**p at the
-    hard prune (see :meth:`Pruner.scores`).
+    hard prune (see :meth:`Pruner.scores`). ``max_layer_rate`` (a multiple of the target) caps
+    how hard any one conv is cut; ``score="shrink"`` ranks a unit by how far it shrank from its
+    own start instead of by its layer's median. Both are off by default: they are what the
+    R(2+1)D investigation of reweighted < fixed tries (README, issue 17 notes), not settled choices.
     """
 
     eps: float = 0.02
     lr: float = 1e-3
     proximal: bool = True
     cost_power: float = 0.0
+    max_layer_rate: float | None = None  # x the target: no conv keeps fewer than 1 / (this x rate) of its units
+    score: str = "median"  # "median": RMS over the layer's live median; "shrink": norm over the unit's own at start
 
     def __post_init__(self) -> None:
+        if self.score not in ("median", "shrink") or (self.max_layer_rate is not None and self.max_layer_rate < 1):
+            raise Rt3dError(f"bad pruner options score={self.score!r}, max_layer_rate={self.max_layer_rate}",
+                            'use score="median" or "shrink" and max_layer_rate >= 1 (or None)')
         if not (0 <= self.cost_power <= 1):
             raise Rt3dError(f"bad pruner option cost_power={self.cost_power}",
                             "use a value in [0, 1], for example PrunerOptions(cost_power=0.25)")
@@ -147,6 +155,7 @@ class Pruner:
         if self.started:
             return
         self.ref = reference_rms(self.units)
+        self.ref_norms = {n: lyr.norms().detach().clone() for n, lyr in self.units.layers.items()}
         self.ref_sq = {n: float(lyr.squared_norms().detach().mean().clamp_min(1e-24))
                        for n, lyr in self.units.layers.items()}
 
@@ -243,7 +252,8 @@ class Pruner:
         if not (math.isfinite(rate) and rate >= 1.0):
             raise Rt3dError(f"FLOPs reduction rate must be >= 1 (got {rate})", "for example apply(2.6)")
         scores = self.scores()
-        self.masks = select_to_rate(self.units, scores, rate, self.masks, self.min_keep)
+        cap = None if self.options.max_layer_rate is None else self.options.max_layer_rate * self.rate
+        self.masks = select_to_rate(self.units, scores, rate, self.masks, self.min_keep, max_layer_rate=cap)
         self.units.apply(self.masks)
         logger.info("pruned to %.2fx whole-model FLOPs", self.units.rate(self.masks))
         return self.masks
@@ -271,6 +281,13 @@ class Pruner:
         the 1-unit floor at 3.6x.
         """
         out = {}
+        if self.options.score == "shrink":
+            for n, lyr in self.units.layers.items():
+                ref = getattr(self, "ref_norms", {}).get(n)
+                shrink = lyr.norms().detach().double() / ref.double().clamp_min(1e-12) if ref is not None else None
+                s = shrink if shrink is not None else lyr.norms().detach().double()
+                out[n] = s / self.cost[n].reshape(s.shape) ** self.options.cost_power
+            return out
         for n, s in magnitude_scores(self.units, self.ref).items():
             live = s[s > 0.2 * s.max()]
             s = s / live.median().clamp_min(1e-12) if live.numel() else s

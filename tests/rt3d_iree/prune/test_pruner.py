@@ -164,3 +164,23 @@ def test_bad_options_fail_with_the_fix():
         PrunerOptions(cost_power=2)
     with pytest.raises(Rt3dError, match="eps must be in"):
         PrunerOptions(eps=0)
+
+
+def test_a_layer_cap_and_the_shrink_score():
+    """max_layer_rate keeps every conv above 1 / (cap x target) of its units; score="shrink" ranks a
+    unit by its norm over its own at the start, so the unit that shrank most goes first."""
+    model = _model()
+    capped = Pruner(model, EXAMPLE, "kgs", (8, 4), 3.6, "fixed", options=PrunerOptions(max_layer_rate=1.5))
+    capped.apply()
+    for row in capped.layer_report():
+        assert row["kept_units"] >= row["units"] / (1.5 * 3.6) - 1e-9, row
+    assert 3.6 <= capped.achieved_rate() <= 3.6 * 1.01
+    model = _model()
+    pruner = Pruner(model, EXAMPLE, "filter", (8, 4), 1.05, "heuristic", options=PrunerOptions(score="shrink"))
+    pruner.start()
+    first = next(iter(pruner.units.layers.values()))
+    with torch.no_grad():
+        first.conv.weight[2] *= 0.1  # filter 2 of conv 1 shrank to a tenth of its start; the rest did not
+    scores = pruner.scores()
+    assert float(scores[first.name][2]) == pytest.approx(0.1, rel=1e-4)
+    assert min(float(s.min()) for s in scores.values()) == pytest.approx(0.1, rel=1e-4)
