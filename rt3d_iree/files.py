@@ -55,7 +55,10 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     if not parent.is_dir():
         raise Rt3dError(f"cannot write the {what} {path}: {parent} is a file, not a folder",
                         "choose another path, or move that file away")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise Rt3dError(f"cannot write the {what} {path}: {parent} is not writable",
-                        "choose a folder you can write to")
+    try:  # a real probe: os.access says yes to root everywhere, even in /proc
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise Rt3dError(f"cannot write the {what} {path}: {parent} is not writable ({exc.strerror})",
+                        "choose a folder you can write to") from None
     return path

@@ -47,6 +47,13 @@ def test_a_bare_tensor_string_flags_and_the_callers_mode():
         rt3d_iree.compile(model, x, extra_flags=["--iree-opt-level=O2", 3])
 
 
+def test_a_required_microkernel_names_the_flag_that_exists(small):
+    model, x, _ = small
+    with pytest.raises(Rt3dError, match="has no microkernel") as err:
+        rt3d_iree.compile(model, x, target="vulkan", kernel="microkernel")
+    assert "--kernel auto or --kernel codegen" in err.value.hint
+
+
 def test_vmfb_bytes_and_save(small, tmp_path):
     _, x, compiled = small
     assert compiled.vmfb[:2] == b"PK" and b"IREE" in compiled.vmfb[:256]  # vmfb: zip-framed flatbuffer

@@ -114,6 +114,7 @@ def test_compile_mlir_input(saved, tmp_path):
         (["bench", "--size", "8"], "needs width > 0 and clips of at least 16 frames x 16x16"),
         (["compile", "{model}", "-o", "{model}/x.vmfb"], "model.pt2 is a file, not a folder"),
         (["opt", "{model}", "-o", "."], "the output . is a folder"),
+        (["compile", "{model}", "-o", "/proc/rt3d/x.vmfb"], "/proc is not writable"),
         (["prune", "-o", "{model}/p.pt", "--size", "16"], "model.pt2 is a file, not a folder"),
     ],
 )
