@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--epochs", type=_count, help="epochs for each of regularization and retraining")
     pr.add_argument("--reg-epochs", type=_epochs, default=4, help="0: prune at once (one-shot), then retrain")
     pr.add_argument("--retrain-epochs", type=_count, default=4)
-    pr.add_argument("--dense-epochs", type=_count, default=8, help="dense training first (without --from-dense)")
+    pr.add_argument("--dense-epochs", type=_epochs, default=8, help="dense training first (without --from-dense)")
     pr.add_argument("--from-dense", help="start from this dense checkpoint instead of training one")
     pr.add_argument("--rounds", type=_count, default=3, help="reweighting rounds / heuristic pruning steps")
     pr.add_argument("--lam", type=_non_negative, help="regularization strength (default: the algorithm's)")

@@ -88,7 +88,7 @@ def test_prune_cli_bad_inputs(tmp_path):
     base = ["prune", "-o", str(tmp_path / "p.pt"), "--size", "16", "--quiet"]
     cases = [
         (["--rate", "100"], "a 100x whole-model FLOPs reduction cannot be reached"),
-        (["--rate", "0.5"], "FLOPs reduction rate must be >= 1"),
+        (["--rate", "0.5"], "argument --rate: expected a FLOPs reduction rate >= 1"),
         (["--scheme", "block"], "unknown sparsity scheme 'block'"),
         (["--algorithm", "admm"], "unknown pruning algorithm 'admm'"),
         (["--model", "resnet"], "unknown model"),
@@ -97,7 +97,7 @@ def test_prune_cli_bad_inputs(tmp_path):
         (["--data", "kinetics:/x"], "unknown data set"),
         (["--frames", "8"], "too small for c3d"),
         (["--distill", "2"], "distillation weight must be in [0, 1]"),
-        (["--batch-size", "0"], "batch size must be >= 1"),
+        (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
         (["--dense-epochs", "0"], "pruning needs a trained dense model"),
         (["--train-clips", "8"], "make no full batch of 32"),
         (["--from-dense", str(tmp_path / "none.pt")], "no such checkpoint"),
