@@ -63,9 +63,7 @@ def optimize(
     """Import and run the KGS pass; return the rewritten MLIR (stock iree-compile compiles it)."""
     tgt = resolve_target(target)
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = import_model(model, _as_args(example_args), drop_dead=drop_dead_channels)
-    if isinstance(model, (str, Path)):
-        check_stamp(module, tgt, str(model))
+    module = _import_for(model, _as_args(example_args), tgt, drop_dead_channels)
     report = apply_kgs(module, options)
     stamp_target(module, tgt)
     return module, report
@@ -118,9 +116,7 @@ def compile(  # noqa: A001 - the public name users expect
     if save_to is not None:
         check_writable(save_to, "save_to path")
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
-    module = import_model(model, example_args, drop_dead=kgs and drop_dead_channels)
-    if isinstance(model, (str, Path)):
-        check_stamp(module, tgt, str(model))
+    module = _import_for(model, example_args, tgt, kgs and drop_dead_channels)
     function, inputs, n_outputs = entry_point(module)
     report = apply_kgs(module, options) if kgs else None
     vmfb = compile_mlir(module, tgt, extra_flags, reproducer_dir)
@@ -128,6 +124,14 @@ def compile(  # noqa: A001 - the public name users expect
     if save_to is not None:
         compiled.save(save_to)
     return compiled
+
+
+def _import_for(model: Any, example_args: Sequence[Any], target: Target, drop_dead: bool) -> ir.Module:
+    """import_model, refusing a file `rt3d opt` wrote for another target than ``target``."""
+    module = import_model(model, example_args, drop_dead=drop_dead)
+    if isinstance(model, (str, Path)):
+        check_stamp(module, target, str(model))
+    return module
 
 
 def _as_args(example_args: Any) -> Sequence[Any]:

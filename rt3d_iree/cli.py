@@ -51,11 +51,11 @@ def _check_passthrough(parser: argparse.ArgumentParser, cmd: str, unknown: list[
     is caught here, not by iree-compile minutes later."""
     import difflib
 
+    ours = [o for a in parser.subcommands[cmd]._actions for o in a.option_strings]
     for flag in unknown:
         if flag.startswith(("--iree-", "--mlir-")) or not flag.startswith("-"):
             continue
         name = flag.split("=", 1)[0]
-        ours = [o for a in parser.subcommands[cmd]._actions for o in a.option_strings]
         near = difflib.get_close_matches(name.replace("_", "-"), ours, n=1)
         parser.error(f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near else "")
                      + "; flags for iree-compile go after --, for example: rt3d compile m.pt2 -o m.vmfb -- --flag")

@@ -162,8 +162,8 @@ def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module] | 
                                                      repetitions=cfg.repetitions)
             steps.update()
     steps.set_postfix_str(f"time every variant, in turn, {cfg.rounds} rounds")
-    python_ms = medians(time_interleaved([v for t in timed for v in (t, calls.get(t.name)) if v is not None],
-                                         cfg.rounds, on_round=steps.update))
+    ms = medians(time_interleaved([v for t in timed for v in (t, calls.get(t.name)) if v is not None],
+                                  cfg.rounds, on_round=steps.update))
     steps.close()
     rows: list[dict] = []
     dense_ms = None
@@ -172,7 +172,7 @@ def _bench_variants(name: str, variants: Sequence[tuple[str, torch.nn.Module] | 
         dense_ms = dense_ms or result.median_ms
         call = calls.get(variant.name)
         rows.append(_row(name, variant.name, target, runner, result, dense_ms, err,
-                         python_ms[call.name] if call else None))
+                         ms[call.name] if call else None))
     return rows
 
 

@@ -7,7 +7,6 @@ module crosses between them as bytecode (fast, and the weights stay binary blobs
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import os
@@ -52,7 +51,12 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
         modes = {m: m.training for m in module.modules()}  # the caller's model keeps its mode
         try:
             module.eval()
-            exported = _without_dead_channels(module) if drop_dead else module
+            if drop_dead:
+                from .prune.slim import without_dead_channels
+
+                exported = without_dead_channels(module)
+            else:
+                exported = module
             program = torch.export.export(exported, args)
         except Rt3dError:
             raise
@@ -96,17 +100,6 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
     buf = io.BytesIO()
     imported.operation.write_bytecode(buf)
     return ir.Module.parse(buf.getvalue(), context)
-
-
-def _without_dead_channels(module: Any) -> Any:
-    """A copy of ``module`` without the conv output channels nothing reads (itself if none)."""
-    from .prune.slim import dead_channels, drop_dead_channels
-
-    if not dead_channels(module):
-        return module
-    module = copy.deepcopy(module)
-    drop_dead_channels(module)
-    return module
 
 
 def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
@@ -167,18 +160,28 @@ def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop
     )
 
 
+def _conv_nodes(program: Any) -> Iterator[tuple[Any, str, str]]:
+    """Each convolution node of an exported program, with the module path and type that called
+    it (torch.export's ``nn_module_stack``; the node's own name where it has none)."""
+    for node in program.graph.nodes:
+        if node.op != "call_function" or not any(k in str(node.target) for k in ("convolution", "conv3d")):
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            yield node, node.name, ""
+            continue
+        path, kind = list(stack.values())[-1]
+        yield node, path, getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
+
+
 def _grouped_convs(program: Any) -> list[str]:
     """The module paths (with their groups) of the grouped convolutions in an exported program."""
     out = []
-    for node in program.graph.nodes:
-        target = str(node.target)
-        position = 8 if "convolution" in target else 6 if "conv3d" in target else None  # aten's signatures
-        if node.op == "call_function" and position is not None:
-            groups = node.args[position] if len(node.args) > position else node.kwargs.get("groups", 1)
-            if isinstance(groups, int) and groups > 1:
-                stack = node.meta.get("nn_module_stack") or {}
-                path = list(stack.values())[-1][0] if stack else node.name
-                out.append(f"{path} (groups={groups})")
+    for node, path, _ in _conv_nodes(program):
+        position = 8 if "convolution" in str(node.target) else 6  # groups, in aten's two signatures
+        groups = node.args[position] if len(node.args) > position else node.kwargs.get("groups", 1)
+        if isinstance(groups, int) and groups > 1:
+            out.append(f"{path} (groups={groups})")
     return out
 
 
@@ -192,14 +195,9 @@ def _conv_locations_named(program: Any) -> Iterator[None]:
     that called it (torch.export's ``nn_module_stack``), and put back afterwards.
     """
     saved = {}
-    for node in program.graph.nodes:
-        if node.op != "call_function" or "convolution" not in str(node.target) and "conv3d" not in str(node.target):
+    for node, path, kind_name in _conv_nodes(program):
+        if not kind_name:  # no calling module to name it after
             continue
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            continue
-        path, kind = list(stack.values())[-1]
-        kind_name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
         saved[node] = node.meta.get("stack_trace")
         node.meta["stack_trace"] = f'  File "{path} ({kind_name})", line 1, in forward\n'
     try:

@@ -357,9 +357,10 @@ class AdbRunner(Runner):
             path.write_bytes(vmfb)
             ins = _write_inputs(Path(tmp), inputs)
             out = ""
-            for cmd in self.commands(path, ins, function, driver, threads, repetitions):
+            cmds = self.commands(path, ins, function, driver, threads, repetitions)
+            for i, cmd in enumerate(cmds):
                 logger.info("running: %s", shlex.join(cmd))
-                proc = process.run(cmd, "adb", "benchmark" if cmd[-1].startswith("chmod") else "adb")
+                proc = process.run(cmd, "adb", "benchmark" if i == len(cmds) - 1 else "adb")  # the last one times
                 process.check(proc, "adb", cmd, tmp)
                 out = proc.stdout
         median, runs = parse_benchmark_json(out)

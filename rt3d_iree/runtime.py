@@ -89,6 +89,7 @@ class CompiledModule:
         self.n_outputs = n_outputs
         self.runner = runner or get_runner(target.runner)
         self._session: Session | None = None
+        self._load_tried = False  # the runner is asked once; one without sessions runs each call afresh
         self._session_lock = threading.Lock()
 
     def save(self, path: str | Path) -> Path:
@@ -112,9 +113,9 @@ class CompiledModule:
 
     def _loaded(self) -> Session | None:
         with self._session_lock:
-            if self._session is None:
-                self.runner.check(self.target.driver)
+            if not self._load_tried:
                 self._session = self.runner.load(self.vmfb, self.function, self.target.driver)
+                self._load_tried = True
             return self._session
 
     def benchmark(self, *args: Any, threads: int = 2, repetitions: int = 5) -> BenchResult:

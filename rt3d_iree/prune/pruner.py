@@ -139,6 +139,7 @@ class Pruner:
         self.cost = {n: (lyr.unit_macs / typical).float() for n, lyr in self.units.layers.items()}
         self.ref: dict[str, float] | None = None
         self.ref_sq: dict[str, float] = {}  # mean squared unit norm at the reference
+        self.ref_norms: dict[str, torch.Tensor] = {}  # each unit's norm at the reference (score="shrink")
         self.penalty: dict[str, torch.Tensor] = {}  # P_u of the current round (reweighted)
         self.rounds = 0
         self.masks: dict[str, torch.Tensor] | None = None
@@ -283,9 +284,7 @@ class Pruner:
         out = {}
         if self.options.score == "shrink":
             for n, lyr in self.units.layers.items():
-                ref = getattr(self, "ref_norms", {}).get(n)
-                shrink = lyr.norms().detach().double() / ref.double().clamp_min(1e-12) if ref is not None else None
-                s = shrink if shrink is not None else lyr.norms().detach().double()
+                s = lyr.norms().detach().double() / self.ref_norms[n].double().clamp_min(1e-12)
                 out[n] = s / self.cost[n].reshape(s.shape) ** self.options.cost_power
             return out
         for n, s in magnitude_scores(self.units, self.ref).items():
@@ -322,6 +321,7 @@ class Pruner:
         return {"algorithm": self.algorithm, "scheme": self.structure.scheme,
                 "group_size": list(self.structure.group_size), "rate": self.rate, "lam": self.lam,
                 "min_keep": self.min_keep, "ref": self.ref, "ref_sq": self.ref_sq,
+                "ref_norms": {n: t.clone() for n, t in self.ref_norms.items()},
                 "penalty": {n: t.clone() for n, t in self.penalty.items()}, "rounds": self.rounds,
                 "masks": None if self.masks is None else {n: m.clone() for n, m in self.masks.items()}}
 
@@ -333,6 +333,7 @@ class Pruner:
                             "load a state saved by a pruner with the same algorithm, scheme and group size")
         self.ref = None if state["ref"] is None else dict(state["ref"])
         self.ref_sq = dict(state["ref_sq"])
+        self.ref_norms = {n: t.clone() for n, t in state.get("ref_norms", {}).items()}
         self.penalty = {n: t.clone() for n, t in state["penalty"].items()}
         self.rounds = int(state["rounds"])
         self.masks = None if state["masks"] is None else {n: m.clone().bool() for n, m in state["masks"].items()}

@@ -20,6 +20,7 @@ are models with a per-channel PReLU (its slope would need slicing too).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -84,22 +85,43 @@ def dead_channels(model: nn.Module, graph: ChannelGraph | None = None) -> dict[s
     return out
 
 
+def _plan(model: nn.Module) -> tuple[ChannelGraph, dict[str, torch.Tensor]]:
+    """The model's channel graph (traced once) and its dead channels."""
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv3d)}
+    graph = trace_channels(model, convs, warn=False)
+    return graph, dead_channels(model, graph)
+
+
 @torch.no_grad()
 def drop_dead_channels(model: nn.Module) -> SlimReport:
     """Remove, in place, every output channel nothing reads (module docstring); returns what went.
 
     The model's output is unchanged in eval and in training mode (a dropped channel's
     BatchNorm statistics are per channel and feed nothing). Call it on a copy if the original
-    must keep its shapes, as ``rt3d_iree.compile`` does.
+    must keep its shapes, or use :func:`without_dead_channels`.
     """
+    return _drop(model, *_plan(model))
+
+
+def without_dead_channels(model: nn.Module) -> nn.Module:
+    """``model`` itself when nothing is dead, else a copy with the dead channels removed (what
+    ``rt3d_iree.compile`` imports). The graph is traced once, on the original: module names,
+    which the plan refers to, are the same in the copy."""
+    graph, dead = _plan(model)
+    if not dead:
+        return model
+    slim = copy.deepcopy(model)
+    _drop(slim, graph, dead)
+    return slim
+
+
+@torch.no_grad()
+def _drop(model: nn.Module, graph: ChannelGraph, dead_by_conv: dict[str, torch.Tensor]) -> SlimReport:
     modules = dict(model.named_modules())
-    convs = {n: m for n, m in modules.items() if isinstance(m, nn.Conv3d)}
-    graph = trace_channels(model, convs, warn=False)
     report = SlimReport()
-    for name, dead in dead_channels(model, graph).items():
-        keep = ~dead
-        idx = torch.nonzero(keep).flatten()
-        conv = convs[name]
+    for name, dead in dead_by_conv.items():
+        idx = torch.nonzero(~dead).flatten()
+        conv = modules[name]
         report.channels[name] = (conv.out_channels, int(idx.numel()))
         _slice(conv, "weight", idx, 0)
         if conv.bias is not None:
