@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ukernel_abi import EXECUTABLE, Microkernel
+from .ukernel_abi import EXECUTABLE, FORMATS, Microkernel
 from .ukernel_plan import FrameCall, UkernelCall, input_pad
 
 
@@ -94,11 +94,39 @@ def _dispatch_function(call: UkernelCall | FrameCall) -> str:
       }}"""
 
 
+def resource_key(kernel: Microkernel) -> str:
+    """The name of the kernel bitcode's blob in the module's ``dialect_resources`` section."""
+    return f"rt3d_kgs_conv3d_{kernel.isa}"
+
+
+def resource_text(kernel: Microkernel) -> str:
+    """The ``dialect_resources`` section holding the kernel bitcode, to follow the module text.
+
+    Why a resource and not an inline ``dense<"0x...">``: IREE prints the op of a failing
+    executable with its attributes, so an inline blob turned one wrong-target error into
+    443 KB of hex; a resource prints as its name.
+    """
+    return ('\n{-#\n  dialect_resources: {\n    builtin: {\n'
+            f'      {resource_key(kernel)}: "0x10000000{kernel.bitcode.hex().upper()}"\n    }}\n  }}\n#-}}\n')
+
+
+def _foreign_objects(kernel: Microkernel) -> str:
+    """Object entries for the other CPU formats: a path that says what went wrong.
+
+    Why: ``rt3d opt`` output for one target compiled by stock iree-compile with another
+    CPU's flags would otherwise fail to link with "undefined symbol"; IREE instead reports
+    that it cannot find this file, whose name says what to do.
+    """
+    hint = f"rt3d-kernels-built-for-{kernel.isa}.run-rt3d-opt-again-for-your-target"
+    return "".join(f'      #hal.executable.target<"llvm-cpu", "{fmt}"> = [#hal.executable.object<{{path = "{hint}.bc"}}>],\n'
+                   for fmt in sorted(set(FORMATS.values()) - {kernel.format}))
+
+
 def executable_text(calls: list[UkernelCall | FrameCall], kernel: Microkernel) -> str:
-    """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once."""
-    data = "0x" + kernel.bitcode.hex().upper()
+    """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once
+    (from the blob :func:`resource_text` defines)."""
     obj = (f'#hal.executable.object<{{path = "rt3d_kgs_conv3d_{kernel.isa}.bc", '
-           f'data = dense<"{data}"> : vector<{len(kernel.bitcode)}xi8>}}>')
+           f'data = dense_resource<{resource_key(kernel)}> : vector<{len(kernel.bitcode)}xi8>}}>')
     nl = "\n"
     first = {c.symbol: c for c in calls}  # one declaration per kernel used
     decls = [f"      func.func private @{sym}({_decl(c)}) attributes {{hal.import.static, llvm.bareptr = true}}"
@@ -106,7 +134,7 @@ def executable_text(calls: list[UkernelCall | FrameCall], kernel: Microkernel) -
     return f"""
   stream.executable private @{EXECUTABLE} attributes {{
     hal.executable.objects = #hal.executable.objects<{{
-      #hal.executable.target<"llvm-cpu", "{kernel.format}"> = [{obj}]
+{_foreign_objects(kernel)}      #hal.executable.target<"llvm-cpu", "{kernel.format}"> = [{obj}]
     }}>
   }} {{
 {nl.join(_export_op(c) for c in calls)}

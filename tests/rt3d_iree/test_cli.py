@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -57,6 +58,21 @@ def test_opt_output_compiles_with_stock_iree_compile(saved, tmp_path):
     vmfb = tmp_path / "stock.vmfb"
     subprocess.run([find_tool("iree-compile"), str(mlir), *TARGETS["host"].flags, "-o", str(vmfb)], check=True)
     assert max_rel_error(run_vmfb(vmfb, x), model(x).detach()) <= 1e-4
+
+
+@pytest.mark.parametrize("other", ["aarch64", "vulkan"])
+def test_opt_output_under_stock_iree_compile_for_another_target_says_what_to_do(saved, tmp_path, other):
+    """Host `rt3d opt` output given another target's flags: IREE's error names the fix, and the
+    kernel bitcode (a resource, not inline hex) no longer floods it (443 KB of hex before)."""
+    path, _, _ = saved
+    mlir = tmp_path / "kgs.mlir"
+    assert rt3d("opt", str(path), "-o", str(mlir)).returncode == 0
+    proc = subprocess.run([find_tool("iree-compile"), str(mlir), *TARGETS[other].flags, "-o", str(tmp_path / "x.vmfb")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and not re.search("[0-9A-F]{200}", proc.stderr)
+    first_error = next(line for line in proc.stderr.splitlines() if "error" in line.lower())
+    assert "rt3d-kernels-built-for-" in proc.stderr and ".run-rt3d-opt-again-for-your-target" in proc.stderr
+    assert other == "vulkan" or "run-rt3d-opt-again-for-your-target" in first_error
 
 
 @pytest.mark.slow
