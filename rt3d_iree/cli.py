@@ -13,9 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from .cli_args import TIMING_COMMANDS, build_parser, group_size_arg
+from .cli_args import TIMING_COMMANDS, build_parser, check_args
 from .errors import Rt3dError
-from .files import atomic_write, check_writable
+from .files import atomic_write
 from .group_size import DEFAULT_TEXT
 from .targets import TARGETS, resolve_target
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         _reexec_with_allocator_env()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
+        check_args(args)  # paths and cross-flag checks, before any work
         return _run(args, unknown)
     except Rt3dError as exc:
         print(f"rt3d: error: {exc}", file=sys.stderr)
@@ -52,9 +53,15 @@ def _check_passthrough(parser: argparse.ArgumentParser, cmd: str, unknown: list[
     import difflib
 
     ours = [o for a in parser.subcommands[cmd]._actions for o in a.option_strings]
+    previous = ""
     for flag in unknown:
-        if flag.startswith(("--iree-", "--mlir-")) or not flag.startswith("-"):
+        after_iree_flag = previous.startswith(("--iree-", "--mlir-")) and "=" not in previous
+        previous = flag
+        if flag.startswith(("--iree-", "--mlir-")) or (after_iree_flag and not flag.startswith("-")):
             continue
+        if not flag.startswith("-"):
+            parser.error(f"unexpected argument {flag!r}: rt3d {cmd} takes one input file; flags for iree-compile "
+                         "go after --")
         name = flag.split("=", 1)[0]
         near = difflib.get_close_matches(name.replace("_", "-"), ours, n=1)
         parser.error(f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near else "")
@@ -77,8 +84,6 @@ def _reexec_with_allocator_env() -> None:
 def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     from . import api
 
-    if getattr(args, "output", None):
-        check_writable(args.output)  # before minutes of compiling or training
     if args.cmd == "compile":
         compiled = api.compile(
             Path(args.input), target=args.target, group_size=args.group_size, kgs=not args.no_kgs,
@@ -95,7 +100,9 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
 
             atomic_write(args.output, bytecode(module))
         else:
-            atomic_write(args.output, str(module))
+            from .passes.kgs.ukernel_ir import resource_form
+
+            atomic_write(args.output, resource_form(str(module)))
         _summary(report)
         flags = " ".join(shlex.quote(f) for f in resolve_target(args.target).flags)
         print(f"wrote {args.output}; stock IREE compiles it with the target's flags:\n"
@@ -103,14 +110,9 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     elif args.cmd == "report":
         from .report import ReportConfig, report
 
-        try:
-            rates = tuple(float(v) for v in args.rates.split(","))
-        except ValueError:
-            raise Rt3dError(f"bad --rates {args.rates!r}",
-                            "give FLOPs rates separated by commas, e.g. 1,2,3,4,6") from None
         settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps, rounds=args.rounds,
                         threads=args.threads, frames=args.frames, size=args.size, width=args.width,
-                        sweep_rates=rates, onnx=not args.no_onnx, stock=not args.no_stock)
+                        sweep_rates=args.rates, onnx=not args.no_onnx, stock=not args.no_stock)
         if args.quick:
             settings.update(width=0.125, size=32)
         results, paths = report(ReportConfig(**settings), args.out)
@@ -172,8 +174,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
             where = record(args.target, args.set, "set by the user")
             print(f"recorded group size {args.set[0]}x{args.set[1]} for {args.target} in {where}")
             return 0
-        cands = [group_size_arg(c) for c in args.candidates.split(",")]
-        res = tune(args.target, args.runner, cands, layers=QUICK_LAYERS if args.quick else LAYERS,
+        res = tune(args.target, args.runner, args.candidates, layers=QUICK_LAYERS if args.quick else LAYERS,
                    threads=args.threads, repetitions=args.repetitions, runner_options=_adb_options(args),
                    rounds=args.rounds)
         from .bench import write_results

@@ -8,13 +8,14 @@ bad value (``--threads 0``, ``--lam -1``) is refused with one line before any wo
 from __future__ import annotations
 
 import argparse
+import math
 
 from .group_size import DEFAULT_GROUP_SIZE, DEFAULT_TEXT
 from .harness import ROUNDS
 from .runners import RUNNERS
 from .targets import KERNELS, TARGETS
 
-__all__ = ["TIMING_COMMANDS", "build_parser", "group_size_arg"]
+__all__ = ["TIMING_COMMANDS", "build_parser", "check_args", "group_size_arg"]
 from .tuning_store import CANDIDATES_TEXT
 
 
@@ -23,19 +24,23 @@ def group_size_arg(text: str) -> tuple[int, int] | str:
         return text
     try:
         gm, gn = text.lower().split("x")
-        return int(gm), int(gn)
+        size = int(gm), int(gn)
     except ValueError:
         raise argparse.ArgumentTypeError(f"group size must look like 8x4 (filters x channels), got {text!r}") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"bad group size {text}: filters and channels per group must be at least 1")
+    return size
 
 
-def _number(kind: type, low: float, strict: bool, what: str):
-    """An argparse type: a number of ``kind`` above ``low`` (or at least it), refused before any work."""
+def _number(kind: type, low: float, strict: bool, what: str, high: float = math.inf):
+    """An argparse type: a finite number of ``kind`` above ``low`` (or at least it) and at most
+    ``high``, refused before any work."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value > low if strict else value >= low) or value != value:
+        if not (value > low if strict else value >= low) or not value <= high or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
     return parse
@@ -43,9 +48,29 @@ def _number(kind: type, low: float, strict: bool, what: str):
 
 _count = _number(int, 1, False, "a whole number >= 1")
 _epochs = _number(int, 0, False, "a whole number >= 0")
-_positive = _number(float, 0.0, True, "a number > 0")
 _non_negative = _number(float, 0.0, False, "a number >= 0")
 _rate = _number(float, 1.0, False, "a FLOPs reduction rate >= 1 (for example 2.6)")
+# Width 4 is already 16x the published models' MACs: anything wider is a typo, not a model.
+_width = _number(float, 0.0, True, "a width multiplier in (0, 4] (1.0 = the published model)", 4.0)
+_seed = _number(int, 0, False, "a seed in [0, 2**32)", 2**32 - 1)
+_distill = _number(float, 0.0, False, "a distillation weight in [0, 1]", 1.0)
+
+
+def _group_sizes(text: str) -> list[tuple[int, int]]:
+    """``--candidates``: group sizes separated by commas, each checked now (not after timing the first)."""
+    sizes = [group_size_arg(t.strip()) for t in text.split(",") if t.strip()]
+    if not sizes or "auto" in sizes:
+        raise argparse.ArgumentTypeError(f"expected group sizes such as {CANDIDATES_TEXT}, got {text!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """``--rates``: FLOPs rates separated by commas, each finite and >= 1."""
+    try:
+        return tuple(_rate(t.strip()) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected FLOPs rates >= 1 separated by commas (for example 1,2,3,4,6), "
+                                         f"got {text!r}") from None
 
 
 def _version() -> str:
@@ -85,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job: C3D-style model, KGS, compile, check, benchmark")
     d.add_argument("-o", "--out", default="rt3d-out", help="folder for demo.json, demo.md, demo.png")
-    d.add_argument("--width", type=_positive, default=0.25, help="C3D width multiplier (1.0 = full size)")
+    d.add_argument("--width", type=_width, default=0.25, help="C3D width multiplier (1.0 = full size)")
     d.add_argument("--frames", type=_count, default=16)
     d.add_argument("--size", type=_count, default=112)
     d.add_argument("--rate", type=_rate, default=3.6, help="whole-model FLOPs reduction of the KGS model")
@@ -126,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"KGS gM x gN the pass exploits (default: a checkpoint's own, else {DEFAULT_TEXT}; "
                     "auto = what `rt3d tune` recorded)")
     be.add_argument("--rate", type=_rate, default=3.6, help="built-in model: whole-model FLOPs rate of the KGS model")
-    be.add_argument("--width", type=_positive, default=0.125, help="built-in model: C3D width (1.0 = full size)")
+    be.add_argument("--width", type=_width, default=0.125, help="built-in model: C3D width (1.0 = full size)")
     be.add_argument("--size", type=_count, default=56, help="built-in model: frame height = width (112 = full size)")
 
     pr = sub.add_parser("prune", help="prune a 3D CNN to a whole-model FLOPs target (filter, vanilla or KGS)")
     pr.add_argument("-o", "--output", required=True, help="final checkpoint (.pt); rt3d compile reads it")
     pr.add_argument("--model", default="c3d", help="c3d, r2plus1d or s3d")
-    pr.add_argument("--width", type=_positive, default=0.125, help="channel width multiplier (1.0 = published size)")
+    pr.add_argument("--width", type=_width, default=0.125, help="channel width multiplier (1.0 = published size)")
     pr.add_argument("--frames", type=_count, default=16)
     pr.add_argument("--size", type=_count, default=32, help="frame height = width")
     pr.add_argument("--scheme", default="kgs", help="filter, vanilla or kgs")
@@ -149,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--from-dense", help="start from this dense checkpoint instead of training one")
     pr.add_argument("--rounds", type=_count, default=3, help="reweighting rounds / heuristic pruning steps")
     pr.add_argument("--lam", type=_non_negative, help="regularization strength (default: the algorithm's)")
-    pr.add_argument("--distill", type=float, default=0.0, help="knowledge distillation weight in retraining (0-1)")
+    pr.add_argument("--distill", type=_distill, default=0.0, help="knowledge distillation weight in retraining (0-1)")
     pr.add_argument("--train-clips", type=_count, default=2000, help="synthetic data: training clips")
     pr.add_argument("--val-clips", type=_count, default=500, help="synthetic data: validation clips")
     pr.add_argument("--batch-size", type=_count, default=32)
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--seed", type=_seed, default=0)
     pr.add_argument("--workdir", help="per-epoch checkpoints (default: OUTPUT.work)")
     pr.add_argument("--resume", action="store_true", help="continue from the work folder's last checkpoint")
     pr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -174,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ptab.add_argument("--rounds", type=_count, help="reweighting rounds / heuristic pruning steps")
     ptab.add_argument("--train-clips", type=_count)
     ptab.add_argument("--val-clips", type=_count)
-    ptab.add_argument("--width", type=_positive, help="channel width multiplier (default 0.125)")
+    ptab.add_argument("--width", type=_width, help="channel width multiplier (default 0.125)")
     ptab.add_argument("--size", type=_count, help="frame height = width (default 32; --quick: 16)")
     ptab.add_argument("--jobs", type=_count, default=1,
                       help="train this many (model, seed) chains at once, in processes sharing the cores (default 1)")
@@ -188,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--dense-epochs", type=_count)
     cal.add_argument("--train-clips", type=_count)
     cal.add_argument("--val-clips", type=_count)
-    cal.add_argument("--width", type=_positive, help="the table's width (default 0.125); half of it is compared")
+    cal.add_argument("--width", type=_width, help="the table's width (default 0.125); half of it is compared")
     cal.add_argument("--size", type=_count, help="frame height = width (default 32; --quick: 16)")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -202,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threads", type=_count, default=2)
     rep.add_argument("--frames", type=_count, default=16)
     rep.add_argument("--size", type=_count, default=112)
-    rep.add_argument("--width", type=_positive, default=1.0, help="channel width (1.0 = the published models)")
-    rep.add_argument("--rates", default="1,2,3,4,6", help="FLOPs rates of the latency plot (C3D)")
+    rep.add_argument("--width", type=_width, default=1.0, help="channel width (1.0 = the published models)")
+    rep.add_argument("--rates", type=_rates, default=(1.0, 2.0, 3.0, 4.0, 6.0),
+                     help="FLOPs rates of the latency plot (C3D), for example 1,2,3,4,6")
     rep.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out (it is an optional extra)")
     rep.add_argument("--no-stock", action="store_true", help="leave stock IREE out (about 20 s per C3D run)")
     rep.add_argument("--quick", action="store_true", help="width 0.125 at 16x32x32 (minutes; what CI runs)")
@@ -211,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="choose the KGS group size for a target by timing synthesized layers")
     runner_args(t)
     t.add_argument("--set", type=group_size_arg, help="record this group size for the target without timing")
-    t.add_argument("--candidates", default=CANDIDATES_TEXT, help="group sizes to time")
+    t.add_argument("--candidates", type=_group_sizes, default=CANDIDATES_TEXT, help="group sizes to time")
     t.add_argument("--quick", action="store_true", help="one small layer instead of three (for CI)")
     p.subcommands = sub.choices  # name -> its parser (the CLI suggests close flag names from it)
     return p
@@ -219,3 +245,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that time engines: they run under the benchmark malloc settings (environment.ALLOCATOR_ENV).
 TIMING_COMMANDS = frozenset({"demo", "bench-layer", "bench", "report", "tune"})
+
+
+# IREE drivers a module can run on here (iree-benchmark-module --device).
+DRIVERS = ("local-task", "local-sync", "vulkan")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Checks that need the file system or more than one flag, done before any work starts, so a
+    bad value fails in a second, not after an hour of training or minutes of compiling."""
+    from pathlib import Path
+
+    from .errors import Rt3dError
+    from .files import check_folder, check_writable
+
+    if getattr(args, "output", None) is not None:
+        check_writable(args.output)
+        if getattr(args, "input", None) and Path(args.input).resolve() == Path(args.output).resolve():
+            raise Rt3dError(f"the output {args.output} is the input file", "write the result to another file")
+    for name, what in (("out", "output folder"), ("workdir", "work folder"), ("reproducer_dir", "reproducer folder")):
+        if getattr(args, name, None) is not None:
+            check_folder(getattr(args, name), what)
+    if args.cmd == "prune":
+        if Path(args.output).suffix not in (".pt", ".pth"):
+            raise Rt3dError(f"the checkpoint {args.output} should end in .pt", "for example -o c3d_kgs.pt "
+                            "(rt3d compile reads it by that suffix)")
+        _check_clip(args.model, args.frames, args.size, args.data == "synthetic")
+    if args.cmd == "demo":
+        _check_clip("c3d", args.frames, args.size, False)
+    if args.cmd == "report" and not args.quick:
+        for model in (m.strip() for m in args.models.split(",")):
+            _check_clip(model, args.frames, args.size, False)
+    if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():
+        raise Rt3dError(f"no such wheel file: {args.wheel}", "give the path of an iree-base-runtime "
+                        "manylinux aarch64 .whl, or leave --wheel out to download it")
+    if getattr(args, "device", None) is not None and args.device not in DRIVERS:
+        raise Rt3dError(f"unknown IREE driver {args.device!r}", f"use one of: {', '.join(DRIVERS)}")
+    if args.cmd == "tune":
+        from .targets import resolve_target
+
+        resolve_target(args.target)
+        if args.set == "auto":
+            raise Rt3dError("--set needs a group size, not auto", "for example --set 8x4")
+
+
+def _check_clip(model: str, frames: int, size: int, synthetic: bool) -> None:
+    from .errors import Rt3dError
+    from .models import min_input
+
+    min_frames, min_size = min_input(model)  # raises for an unknown model
+    if synthetic:  # the built-in benchmark draws objects on at least 8x8 frames, moving over 2+ frames
+        min_frames, min_size = max(min_frames, 2), max(min_size, 8)
+    if frames < min_frames or size < min_size:
+        raise Rt3dError(f"{model} needs clips of at least {min_frames} frames x {min_size}x{min_size} "
+                        f"(got {frames} x {size}x{size})", "raise --frames / --size")

@@ -46,10 +46,34 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     file, or the nearest existing folder is not writable, or it is itself a folder."""
     from .errors import Rt3dError
 
+    if not str(path).strip():
+        raise Rt3dError(f"the {what} path is empty", "give a file name, for example model.vmfb")
     path = Path(path)
     if path.is_dir():
         raise Rt3dError(f"the {what} {path} is a folder", "give a file name, for example model.vmfb")
-    parent = path.parent
+    if path.exists() and not path.is_file():  # /dev/null, a pipe: the rename would replace it
+        raise Rt3dError(f"the {what} {path} exists and is not a regular file", "give the path of a new or "
+                        "ordinary file")
+    _check_parent(path.parent, path, what)
+    return path
+
+
+def check_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Refuse, before any long work, an output folder that is a file or cannot be created or written."""
+    from .errors import Rt3dError
+
+    if not str(path).strip():
+        raise Rt3dError(f"the {what} path is empty", "give a folder, for example rt3d-out")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise Rt3dError(f"the {what} {path} is a file, not a folder", "choose another folder, or move that file away")
+    _check_parent(path if path.exists() else path.parent, path, what)
+    return path
+
+
+def _check_parent(parent: Path, path: Path, what: str) -> None:
+    from .errors import Rt3dError
+
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -61,4 +85,3 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     except OSError as exc:
         raise Rt3dError(f"cannot write the {what} {path}: {parent} is not writable ({exc.strerror})",
                         "choose a folder you can write to") from None
-    return path

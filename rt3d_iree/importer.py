@@ -111,6 +111,13 @@ def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
     data = path.read_bytes()
     if not data.strip():
         raise Rt3dError(f"{path} is empty", "pass the MLIR of a model (rt3d opt writes one) or a .pt2 file")
+    if path.suffix != ".mlirbc":  # `rt3d opt` text holds the kernel bitcode as a resource (see inline_form)
+        from .passes.kgs.ukernel_ir import inline_form
+
+        try:
+            data = inline_form(data.decode()).encode()
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Rt3dError(f"{path} is not valid MLIR: {exc}", "write it again with rt3d opt") from None
     try:
         return ir.Module.parse(data, context)
     except ir.MLIRError as exc:
@@ -142,12 +149,10 @@ def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop
     if path.suffix in MLIR_SUFFIXES:
         return load_mlir(path, context)
     if path.suffix in MODEL_SUFFIXES:
-        import torch
-
         if not path.is_file():
             raise Rt3dError(f"no such file: {path}", "check the path")
         try:
-            program = torch.export.load(str(path))
+            program = _quiet_export_load(path)
         except Exception as exc:
             raise Rt3dError(
                 f"{path} is not a readable torch.export program ({type(exc).__name__}: {_first_line(exc)})",
@@ -233,6 +238,20 @@ def _culprit(diagnostics: str) -> str | None:
         return f"it cannot lower the operator {op.group(1)}"
     err = re.search(r"error: (.+)", diagnostics)
     return f"lowering failed: {err.group(1).strip()}" if err else None
+
+
+def _quiet_export_load(path: Path):
+    """torch.export.load, without the traceback torch logs as a warning before it raises
+    (a bad file gets our one-line error, not a 12-line traceback first)."""
+    import torch
+
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return torch.export.load(str(path))
+    finally:
+        log.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:

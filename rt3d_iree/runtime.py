@@ -165,7 +165,14 @@ def load_module(path: str | Path, target: str | Target = "host", runner: Runner 
     """
     import iree.runtime as rt
 
+    if runner is not None and not isinstance(runner, Runner):
+        raise Rt3dError(f"runner must be an rt3d_iree.runners.Runner or None, got {type(runner).__name__}",
+                        "pass rt3d_iree.runners.get_runner(name) with name local, qemu or adb, or leave it out")
+    if not isinstance(path, (str, Path)):
+        raise Rt3dError(f"load_module needs a path, got {type(path).__name__}", "pass the .vmfb file's path")
     path = Path(path)
+    if path.is_dir():
+        raise Rt3dError(f"{path} is a folder, not a compiled module", "pass the .vmfb file's path")
     if not path.is_file():
         raise Rt3dError(f"no such compiled module: {path}", "pass the .vmfb written by rt3d compile -o or .save()")
     vmfb = path.read_bytes()

@@ -60,7 +60,12 @@ def emit_kernel(
     spirv = isinstance(config, SpirvKernelConfig)
     if spirv and gm == 1:
         raise ValueError("SPIR-V kernels need groups of at least 2 filters (plan with group_m >= 2)")
-    if geom.rows_contiguous:
+    # One output position per (image, frame) on a GPU: the position loop would have extent 1
+    # (or be a 64-wide tile sliced to 1), IREE folds that unit loop, our tiling no longer fits
+    # the loop nest, and lavapipe returned garbage (relative error 1.0, issue 18). The
+    # subgroup then runs over the rows r (batch x output frames) instead.
+    single = spirv and oh * ow == 1
+    if geom.rows_contiguous and not single:
         # Output positions run over a flat (h, padded-w) grid of pitch w: position q reads
         # input element base + q + offset, contiguous in q, so loads vectorize. Columns
         # ow..w-1 of each row and the tail past oh*w are computed and dropped.
@@ -102,7 +107,12 @@ def emit_kernel(
         pos = [(d, e, t) for d, e, t in (("oh", oh, s_h * w), ("ow", ow, s_w)) if e > 1]
         pos_dims, pos_shape = [p[0] for p in pos], [p[1] for p in pos]
         pos_terms = [(p[0], p[2]) for p in pos]
-        if spirv:
+        if single:
+            rt = min(r, config.workgroup_q)
+            attr = spirv_compilation_info(
+                [[*g1, gm, rt, 0], [*g1, gm, 1, 0], [*g0, 0, 0, 4]], [rt, 1, 1], config.pipeline
+            ) if use_r else None
+        elif spirv:
             # One loop over the flattened (oh, ow) grid, split back with div/rem in the body:
             # with two position loops IREE collapses them, drops our tiling and picks a
             # subgroup reduction (found by the fuzzer). One subgroup-wide workgroup per tile.
@@ -203,7 +213,7 @@ def emit_kernel(
     names = [x for d in order for x in (("n", "d") if d == "r" else (d,))] + ["h", "w"]
     fin = [x for d in order for x in ((n, od) if d == "r" else (sizes[d],))] + [oh, ow]
     split_r = [[i] for i in range(ri)] + [[ri, ri + 1]] + [[i + 1] for i in range(ri + 1, 3)]
-    if geom.rows_contiguous:
+    if geom.rows_contiguous and not single:
         sl = [*full[:3], oh * w]
         post.append(_slice("%y2", cur, cur_shape, sl))
         nxt = fin[:4] + [oh, w]

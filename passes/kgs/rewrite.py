@@ -100,8 +100,7 @@ class KgsConv3dPass:
             # Parsed together: the helpers' flow.dispatch ops refer to the executable's exports.
             text = ukernel_ir.executable_text(self._ukernel_calls, self.options.microkernel)
             with module_op.context, ir.Location.unknown():
-                parsed = ir.Module.parse("module {" + text + "".join(self._ukernel_helpers) + "\n}"
-                                         + ukernel_ir.resource_text(self.options.microkernel))
+                parsed = ir.Module.parse("module {" + text + "".join(self._ukernel_helpers) + "\n}")
                 for op in list(parsed.body.operations):
                     op.operation.move_before(body.operations[0])
 

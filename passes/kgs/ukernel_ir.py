@@ -21,6 +21,8 @@ fused bindings.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .ukernel_abi import EXECUTABLE, FORMATS, Microkernel
@@ -94,20 +96,49 @@ def _dispatch_function(call: UkernelCall | FrameCall) -> str:
       }}"""
 
 
-def resource_key(kernel: Microkernel) -> str:
-    """The name of the kernel bitcode's blob in the module's ``dialect_resources`` section."""
-    return f"rt3d_kgs_conv3d_{kernel.isa}"
+_INLINE = re.compile(r'(path = "rt3d_kgs_conv3d_(\w+)\.bc", data = )dense<"0x([0-9A-F]+)">')
+_RESOURCE = re.compile(r'(path = "rt3d_kgs_conv3d_(\w+)\.bc", data = )dense_resource<rt3d_kgs_conv3d_\w+>')
+_ALIGN = "10000000"  # a resource blob's hex starts with its alignment (16) as 4 little-endian bytes
 
 
-def resource_text(kernel: Microkernel) -> str:
-    """The ``dialect_resources`` section holding the kernel bitcode, to follow the module text.
+def resource_form(text: str) -> str:
+    """Module text with the kernel bitcode moved into the ``dialect_resources`` section.
 
-    Why a resource and not an inline ``dense<"0x...">``: IREE prints the op of a failing
-    executable with its attributes, so an inline blob turned one wrong-target error into
-    443 KB of hex; a resource prints as its name.
+    Why, for the text `rt3d opt` writes: IREE prints the op of a failing executable with its
+    attributes, so an inline blob turned one wrong-target error of stock iree-compile into
+    443 KB of hex; a resource prints as its name. Why only there: IREE 3.13's bytecode reader
+    loses a resource referenced from a ``#hal.executable.objects`` attribute (the key comes
+    back renamed and without data), so modules stay inline everywhere else
+    (:func:`inline_form` undoes this on reading).
     """
-    return ('\n{-#\n  dialect_resources: {\n    builtin: {\n'
-            f'      {resource_key(kernel)}: "0x10000000{kernel.bitcode.hex().upper()}"\n    }}\n  }}\n#-}}\n')
+    blobs: dict[str, str] = {}
+
+    def to_resource(m: re.Match) -> str:
+        blobs[f"rt3d_kgs_conv3d_{m[2]}"] = m[3]
+        return f"{m[1]}dense_resource<rt3d_kgs_conv3d_{m[2]}>"
+
+    text = _INLINE.sub(to_resource, text)
+    if not blobs:
+        return text
+    entries = "".join(f'      {key}: "0x{_ALIGN}{hexdata}",\n' for key, hexdata in blobs.items())
+    marker = "dialect_resources: {\n    builtin: {\n"
+    if marker in text:
+        return text.replace(marker, marker + entries, 1)
+    return text + "\n{-#\n  " + marker + entries.rstrip(",\n") + "\n    }\n  }\n#-}\n"
+
+
+def inline_form(text: str) -> str:
+    """Undo :func:`resource_form` (the resource entry stays, unused)."""
+    if "dense_resource<rt3d_kgs_conv3d_" not in text:
+        return text
+
+    def to_inline(m: re.Match) -> str:
+        found = re.search(rf'\brt3d_kgs_conv3d_{m[2]}: "0x{_ALIGN}([0-9A-F]+)"', text)
+        if found is None:
+            raise ValueError(f"the module refers to the kernel bitcode rt3d_kgs_conv3d_{m[2]} but does not hold it")
+        return f'{m[1]}dense<"0x{found[1]}">'
+
+    return _RESOURCE.sub(to_inline, text)
 
 
 def _foreign_objects(kernel: Microkernel) -> str:
@@ -123,10 +154,10 @@ def _foreign_objects(kernel: Microkernel) -> str:
 
 
 def executable_text(calls: list[UkernelCall | FrameCall], kernel: Microkernel) -> str:
-    """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once
-    (from the blob :func:`resource_text` defines)."""
+    """One ``stream.executable`` holding every conv's export, linking the kernel bitcode once."""
+    data = "0x" + kernel.bitcode.hex().upper()
     obj = (f'#hal.executable.object<{{path = "rt3d_kgs_conv3d_{kernel.isa}.bc", '
-           f'data = dense_resource<{resource_key(kernel)}> : vector<{len(kernel.bitcode)}xi8>}}>')
+           f'data = dense<"{data}"> : vector<{len(kernel.bitcode)}xi8>}}>')
     nl = "\n"
     first = {c.symbol: c for c in calls}  # one declaration per kernel used
     decls = [f"      func.func private @{sym}({_decl(c)}) attributes {{hal.import.static, llvm.bareptr = true}}"

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import Rt3dError
+from ..group_size import resolve_group_size
 from ..passes.kgs.options import DEFAULT_GROUP_SIZE
 from .importance import magnitude_scores, reference_rms, select_to_rate
 from .pruners import ALGORITHMS, DEFAULT_LAMBDA
@@ -78,14 +79,15 @@ class PrunerOptions:
     cost_power: float = 0.0
     max_layer_rate: float | None = None  # x the target: no conv keeps fewer than 1 / (this x rate) of its units
     score: str = "median"  # "median": RMS over the layer's live median; "shrink": norm over the unit's own at start
+    layer_shrink: float = 0.0  # score="median": divide by median ** (1 - this), so 1 keeps a layer's whole shrink
 
     def __post_init__(self) -> None:
         if self.score not in ("median", "shrink") or (self.max_layer_rate is not None and self.max_layer_rate < 1):
             raise Rt3dError(f"bad pruner options score={self.score!r}, max_layer_rate={self.max_layer_rate}",
                             'use score="median" or "shrink" and max_layer_rate >= 1 (or None)')
-        if not (0 <= self.cost_power <= 1):
-            raise Rt3dError(f"bad pruner option cost_power={self.cost_power}",
-                            "use a value in [0, 1], for example PrunerOptions(cost_power=0.25)")
+        if not (0 <= self.cost_power <= 1 and 0 <= self.layer_shrink <= 1):
+            raise Rt3dError(f"bad pruner option cost_power={self.cost_power} or layer_shrink={self.layer_shrink}",
+                            "use values in [0, 1], for example PrunerOptions(cost_power=0.25)")
         if not (0 < self.eps < 1 and math.isfinite(self.lr) and self.lr > 0):
             raise Rt3dError(f"bad pruner options eps={self.eps}, lr={self.lr}",
                             "eps must be in (0, 1) and lr > 0, for example PrunerOptions(eps=0.02, lr=1e-3)")
@@ -113,10 +115,7 @@ class Pruner:
         if not isinstance(example_inputs, torch.Tensor):
             raise Rt3dError(f"example_inputs must be a tensor, got {type(example_inputs).__name__}",
                             "pass one input batch, for example torch.zeros(1, 3, 16, 112, 112)")
-        try:
-            group_size = (int(group_size[0]), int(group_size[1]))
-        except (TypeError, ValueError, IndexError):
-            raise Rt3dError(f"group_size must be two integers, got {group_size!r}", "for example (8, 4)") from None
+        group_size = resolve_group_size(group_size)  # two whole numbers >= 1: (8.5, 4) is refused, not truncated
         self.structure = Structure(scheme, group_size)
         if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 1.0):
             raise Rt3dError(f"FLOPs reduction rate must be a number >= 1 (got {rate!r})", "for example rate=2.6")
@@ -231,6 +230,9 @@ class Pruner:
         if not (self.regularizing and self.options.proximal):
             return
         lr = self.options.lr if lr is None else float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise Rt3dError(f"step() needs the learning rate just used, a finite number >= 0 (got {lr})",
+                            "pass optimizer.param_groups[0]['lr'], or nothing for options.lr")
         for n, lyr in self.units.layers.items():
             w = lyr.conv.weight
             if self.algorithm == "reweighted":
@@ -289,7 +291,7 @@ class Pruner:
             return out
         for n, s in magnitude_scores(self.units, self.ref).items():
             live = s[s > 0.2 * s.max()]
-            s = s / live.median().clamp_min(1e-12) if live.numel() else s
+            s = s / live.median().clamp_min(1e-12) ** (1 - self.options.layer_shrink) if live.numel() else s
             out[n] = s / self.cost[n].reshape(s.shape) ** self.options.cost_power
         return out
 

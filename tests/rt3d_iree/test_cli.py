@@ -103,9 +103,10 @@ def test_flags_for_iree_compile_are_checked_before_compiling(saved, tmp_path, fl
     assert not (tmp_path / "x.vmfb").exists() and not (tmp_path / "rt3d-reproducers").exists()
 
 
-def test_compile_mlir_input(saved, tmp_path):
+@pytest.mark.parametrize("suffix", [".mlirbc", ".mlir"])  # .mlir: the kernel bitcode as a resource, inlined again
+def test_compile_mlir_input(saved, tmp_path, suffix):
     path, model, x = saved
-    mlir = tmp_path / "kgs.mlirbc"
+    mlir = tmp_path / f"kgs{suffix}"
     assert rt3d("opt", str(path), "-o", str(mlir)).returncode == 0
     out = tmp_path / "m.vmfb"
     proc = rt3d("compile", str(mlir), "-o", str(out))
@@ -125,13 +126,37 @@ def test_compile_mlir_input(saved, tmp_path):
         (["bench", "--repetitions", "0"], "argument --repetitions: expected a whole number >= 1, got 0"),
         (["demo", "--reps", "0"], "argument --repetitions/--reps: expected a whole number >= 1, got 0"),
         (["prune", "-o", "p.pt", "--lam", "-1"], "argument --lam: expected a number >= 0, got -1"),
-        (["demo", "--width", "0"], "argument --width: expected a number > 0, got 0"),
+        (["demo", "--width", "0"], "argument --width: expected a width multiplier in (0, 4]"),
         (["prune", "-o", "p.pt", "--rate", "0.5"], "expected a FLOPs reduction rate >= 1"),
         (["bench", "--size", "8"], "needs width > 0 and clips of at least 16 frames x 16x16"),
         (["compile", "{model}", "-o", "{model}/x.vmfb"], "model.pt2 is a file, not a folder"),
         (["opt", "{model}", "-o", "."], "the output . is a folder"),
         (["compile", "{model}", "-o", "/proc/rt3d/x.vmfb"], "/proc is not writable"),
         (["prune", "-o", "{model}/p.pt", "--size", "16"], "model.pt2 is a file, not a folder"),
+        # every output folder and work folder is checked before the work, not when the results are written
+        (["demo", "--out", "{model}"], "the output folder {model} is a file, not a folder"),
+        (["prune-table", "--quick", "--out", "{model}"], "the output folder {model} is a file, not a folder"),
+        (["calibrate", "--quick", "--out", "/proc/rt3d"], "/proc is not writable"),
+        (["prune", "-o", "p.pt", "--workdir", "{model}"], "the work folder {model} is a file, not a folder"),
+        (["compile", "{model}", "-o", "x.vmfb", "--reproducer-dir", "{model}"], "the reproducer folder"),
+        (["opt", "{model}", "-o", "/dev/null"], "the output /dev/null exists and is not a regular file"),
+        (["compile", "{model}", "-o", "{model}"], "is the input file"),
+        (["compile", "{model}", "-o", ""], "the output path is empty"),
+        (["compile", "{model}", "-o", "x.vmfb", "stray"], "unexpected argument 'stray'"),
+        (["prune", "-o", "model.pt2"], "the checkpoint model.pt2 should end in .pt"),
+        (["prune", "-o", "p.pt", "--size", "4"], "c3d needs clips of at least 16 frames x 16x16"),
+        (["prune", "-o", "p.pt", "--seed", "-5"], "argument --seed: expected a seed in [0, 2**32)"),
+        (["prune", "-o", "p.pt", "--distill", "2"], "argument --distill: expected a distillation weight in [0, 1]"),
+        (["demo", "--size", "8"], "c3d needs clips of at least 16 frames x 16x16"),
+        (["demo", "--width", "inf"], "argument --width: expected a width multiplier in (0, 4]"),
+        (["report", "--models", "s3d,c3d", "--size", "8"], "c3d needs clips of at least 16 frames"),
+        (["report", "--rates", "1,nan"], "argument --rates: expected FLOPs rates >= 1"),
+        (["tune", "--candidates", "8x4,0x4"], "bad group size 0x4"),
+        (["tune", "--candidates", "auto"], "argument --candidates: expected group sizes"),
+        (["tune", "--set", "auto"], "--set needs a group size, not auto"),
+        (["tune", "--target", "nosuch", "--set", "8x4"], "unknown target 'nosuch'"),
+        (["fetch-tools", "--wheel", "missing.whl"], "no such wheel file: missing.whl"),
+        (["bench", "--device", "nosuch"], "unknown IREE driver 'nosuch'"),
     ],
 )
 def test_bad_input_messages(saved, tmp_path, args, message):
@@ -139,8 +164,9 @@ def test_bad_input_messages(saved, tmp_path, args, message):
     args = [a.replace("{model}", str(path)) for a in args]
     proc = subprocess.run([sys.executable, "-m", "rt3d_iree.cli", *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert message in proc.stderr
+    assert message.replace("{model}", str(path)) in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused command left files behind"
 
 
 def test_version():
@@ -154,6 +180,7 @@ def test_corrupt_pt2_and_failed_compile(saved, tmp_path):
     bad.write_bytes(path.read_bytes()[:100])
     proc = rt3d("compile", str(bad), "-o", str(tmp_path / "x.vmfb"))
     assert proc.returncode == 2 and "not a readable torch.export program" in proc.stderr
+    assert "Traceback" not in proc.stderr  # torch's own logged traceback is silenced too
     out = tmp_path / "y.vmfb"
     proc = rt3d("compile", str(path), "-o", str(out), "--iree-no-such-flag", "--reproducer-dir", str(tmp_path / "r"))
     assert proc.returncode == 2 and "reproducer:" in proc.stderr and "command:" in proc.stderr

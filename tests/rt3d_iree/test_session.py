@@ -52,6 +52,10 @@ def test_a_saved_module_reloads_as_a_callable(small, tmp_path):
         rt3d_iree.load_module(tmp_path / "bad.vmfb")
     with pytest.raises(Rt3dError, match="no such compiled module"):
         rt3d_iree.load_module(tmp_path / "missing.vmfb")
+    with pytest.raises(Rt3dError, match="is a folder, not a compiled module"):
+        rt3d_iree.load_module(tmp_path)
+    with pytest.raises(Rt3dError, match="runner must be an rt3d_iree.runners.Runner"):
+        rt3d_iree.load_module(path, runner="local")  # type: ignore[arg-type]  (refused now, not at the first call)
 
 
 def test_two_threads_calling_one_module_get_their_own_results(small):

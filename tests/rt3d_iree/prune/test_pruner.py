@@ -147,6 +147,7 @@ def test_state_round_trips_and_mismatches_are_refused(clips):
     (dict(lam=-1.0), "must be >= 0"),
     (dict(min_keep=1.5), "min_keep"),
     (dict(group_size=(8,)), "two integers"),
+    (dict(group_size=(8.5, 4)), "two integers"),  # refused, not truncated to 8x4
     (dict(options=None, example_inputs="clip"), "must be a tensor"),
 ])
 def test_bad_arguments_fail_before_any_work(kwargs, match):
@@ -157,6 +158,15 @@ def test_bad_arguments_fail_before_any_work(kwargs, match):
         Pruner(_model().state_dict(), EXAMPLE)  # type: ignore[arg-type]
     with pytest.raises(Rt3dError, match="another model"):
         Pruner(_model(), EXAMPLE).regularize(_model())
+
+
+def test_a_bad_learning_rate_is_refused_before_it_reaches_the_weights():
+    pruner = Pruner(_model(), EXAMPLE)
+    before = {n: lyr.conv.weight.detach().clone() for n, lyr in pruner.units.layers.items()}
+    for lr in (float("nan"), -10.0):
+        with pytest.raises(Rt3dError, match="finite number >= 0"):
+            pruner.step(lr)
+    assert all(torch.equal(lyr.conv.weight, before[n]) for n, lyr in pruner.units.layers.items())
 
 
 def test_bad_options_fail_with_the_fix():
