@@ -138,6 +138,13 @@ def _as_args(example_args: Any) -> Sequence[Any]:
     """A bare tensor is one input (``compile(model, x)``, as iree-turbine users write it)."""
     if hasattr(example_args, "shape") and hasattr(example_args, "dtype"):
         return (example_args,)
+    if isinstance(example_args, (str, bytes)) or not isinstance(example_args, (tuple, list)):
+        raise Rt3dError(f"example_args must be a tensor or a tuple of tensors, got {type(example_args).__name__}",
+                        "pass inputs of the shape the model runs at, for example torch.randn(1, 3, 16, 112, 112)")
+    bad = [type(a).__name__ for a in example_args if not (hasattr(a, "shape") and hasattr(a, "dtype"))]
+    if bad:
+        raise Rt3dError(f"example_args must hold tensors, got {', '.join(bad)}",
+                        "pass a flat tuple of tensors, for example (torch.randn(1, 3, 16, 112, 112),)")
     return example_args
 
 
@@ -145,6 +152,8 @@ def _as_flags(extra_flags: Any) -> list[str]:
     """Flags as a list; one string is split as a shell would (not into characters)."""
     if isinstance(extra_flags, str):
         return shlex.split(extra_flags)
+    if extra_flags is None:
+        return []
     flags = list(extra_flags)
     bad = [f for f in flags if not isinstance(f, str)]
     if bad:

@@ -13,7 +13,7 @@ import numpy as np
 from iree.compiler import ir
 
 from .errors import Rt3dError
-from .files import atomic_write
+from .files import atomic_write, check_writable
 from .runners import BenchResult, Runner, get_runner
 from .session import Session
 from .targets import Target, resolve_target
@@ -94,7 +94,7 @@ class CompiledModule:
 
     def save(self, path: str | Path) -> Path:
         """Write the vmfb atomically (a failure never leaves a partial file)."""
-        return atomic_write(path, self.vmfb)
+        return atomic_write(check_writable(path, "compiled module"), self.vmfb)
 
     def __call__(self, *args: Any) -> Any:
         """Run the module. The first call loads it (session.py); later calls reuse it, and calls
@@ -121,6 +121,10 @@ class CompiledModule:
     def benchmark(self, *args: Any, threads: int = 2, repetitions: int = 5) -> BenchResult:
         """Time the entry function on this module's runner with iree-benchmark-module."""
         arrays, _ = self._check(args)
+        for name, value in (("threads", threads), ("repetitions", repetitions)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise Rt3dError(f"benchmark {name} must be a whole number >= 1, got {value!r}",
+                                f"for example {name}=2")
         return self.runner.benchmark(self.vmfb, self.function, arrays, self.target.driver, threads, repetitions)
 
     def _check(self, args: tuple[Any, ...]) -> tuple[list[np.ndarray], bool]:
@@ -136,6 +140,9 @@ class CompiledModule:
             if hasattr(arg, "detach") and hasattr(arg, "numpy"):
                 as_torch = True
                 arg = arg.detach().cpu().numpy()
+            if not (hasattr(arg, "shape") and hasattr(arg, "dtype")) and not isinstance(arg, (list, tuple)):
+                raise Rt3dError(f"input {i} is a {type(arg).__name__}, the module expects a tensor {spec}",
+                                "pass a torch tensor or a numpy array of that shape")
             arr = np.asarray(arg)
             if arr.shape != spec.shape:
                 raise Rt3dError(

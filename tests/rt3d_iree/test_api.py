@@ -78,6 +78,24 @@ def test_wrong_input_shape_and_dtype(small):
         compiled(x.double())
     with pytest.raises(Rt3dError, match="takes 1 input"):
         compiled(x, x)
+    with pytest.raises(Rt3dError, match="input 0 is a str, the module expects a tensor 1x3x4x6x6"):
+        compiled("hello")
+    for bad in (dict(threads=0), dict(repetitions=-1), dict(threads="2")):
+        with pytest.raises(Rt3dError, match="must be a whole number >= 1"):
+            compiled.benchmark(x, **bad)
+
+
+def test_bad_example_args_and_save_paths(small, tmp_path):
+    model, x, compiled = small
+    with pytest.raises(Rt3dError, match="example_args must be a tensor or a tuple of tensors, got str"):
+        rt3d_iree.compile(model, "hello")
+    with pytest.raises(Rt3dError, match="example_args must hold tensors, got tuple"):
+        rt3d_iree.compile(model, ((x,),))
+    with pytest.raises(Rt3dError, match="is a folder"):
+        compiled.save(tmp_path)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(Rt3dError, match="is a file, not a folder"):
+        compiled.save(tmp_path / "f" / "m.vmfb")
 
 
 def test_unknown_target_and_bad_group_size(small):
