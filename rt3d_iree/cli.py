@@ -100,9 +100,9 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
 
             atomic_write(args.output, bytecode(module))
         else:
-            from .passes.kgs.ukernel_ir import resource_form
+            from .passes.kgs.ukernel_ir import opt_text
 
-            atomic_write(args.output, resource_form(str(module)))
+            atomic_write(args.output, opt_text(str(module), resolve_target(args.target).name))
         _summary(report)
         flags = " ".join(shlex.quote(f) for f in resolve_target(args.target).flags)
         print(f"wrote {args.output}; stock IREE compiles it with the target's flags:\n"
@@ -113,8 +113,6 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps, rounds=args.rounds,
                         threads=args.threads, frames=args.frames, size=args.size, width=args.width,
                         sweep_rates=args.rates, onnx=not args.no_onnx, stock=not args.no_stock)
-        if args.quick:
-            settings.update(width=0.125, size=32)
         results, paths = report(ReportConfig(**settings), args.out)
         print((paths[0]).read_text())
         print("wrote " + ", ".join(str(p) for p in paths))

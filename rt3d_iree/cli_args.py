@@ -226,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="timing rounds: every engine is timed --reps times per round, in turn")
     rep.add_argument("--threads", type=_count, default=2)
     rep.add_argument("--frames", type=_count, default=16)
-    rep.add_argument("--size", type=_count, default=112)
-    rep.add_argument("--width", type=_width, default=1.0, help="channel width (1.0 = the published models)")
+    rep.add_argument("--size", type=_count, help="frame height = width (default 112; --quick: 32)")
+    rep.add_argument("--width", type=_width, help="channel width (default 1.0 = the published models; --quick: 0.125)")
     rep.add_argument("--rates", type=_rates, default=(1.0, 2.0, 3.0, 4.0, 6.0),
                      help="FLOPs rates of the latency plot (C3D), for example 1,2,3,4,6")
     rep.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out (it is an optional extra)")
     rep.add_argument("--no-stock", action="store_true", help="leave stock IREE out (about 20 s per C3D run)")
-    rep.add_argument("--quick", action="store_true", help="width 0.125 at 16x32x32 (minutes; what CI runs)")
+    rep.add_argument("--quick", action="store_true", help="width 0.125 at 16x32x32 unless given (CI runs it)")
 
     t = sub.add_parser("tune", help="choose the KGS group size for a target by timing synthesized layers")
     runner_args(t)
@@ -273,7 +273,9 @@ def check_args(args: argparse.Namespace) -> None:
         _check_clip(args.model, args.frames, args.size, args.data == "synthetic")
     if args.cmd == "demo":
         _check_clip("c3d", args.frames, args.size, False)
-    if args.cmd == "report" and not args.quick:
+    if args.cmd == "report":  # --quick sets what was not given (an explicit --size or --width wins)
+        args.size = args.size or (32 if args.quick else 112)
+        args.width = args.width or (0.125 if args.quick else 1.0)
         for model in (m.strip() for m in args.models.split(",")):
             _check_clip(model, args.frames, args.size, False)
     if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():

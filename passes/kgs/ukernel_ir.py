@@ -127,6 +127,20 @@ def resource_form(text: str) -> str:
     return text + "\n{-#\n  " + marker + entries.rstrip(",\n") + "\n    }\n  }\n#-}\n"
 
 
+def opt_text(text: str, target_name: str) -> str:
+    """What `rt3d opt` writes: :func:`resource_form`, and the kernel dispatches' binding ops
+    located at a name that says which target they were built for.
+
+    Why: stock iree-compile given another target's flags fails inside these dispatches (under
+    Vulkan's flags, in SPIR-V type conversion); its error lines then begin with this name, so
+    the first thing a user reads is what to do, not an MLIR line number.
+    """
+    where = (f"rt3d opt --target {target_name} wrote this kernel dispatch; for another target run "
+             "rt3d opt --target THAT_TARGET")
+    text = re.sub(r"(= stream\.binding\.subspan [^\n]*)", rf'\1 loc("{where}":0:0)', text)
+    return resource_form(text)
+
+
 def inline_form(text: str) -> str:
     """Undo :func:`resource_form` (the resource entry stays, unused)."""
     if "dense_resource<rt3d_kgs_conv3d_" not in text:
