@@ -82,7 +82,7 @@ class PrunerOptions:
     layer_shrink: float = 0.0  # score="median": divide by median ** (1 - this), so 1 keeps a layer's whole shrink
 
     def __post_init__(self) -> None:
-        if self.score not in ("median", "shrink") or (self.max_layer_rate is not None and self.max_layer_rate < 1):
+        if self.score not in ("median", "shrink") or (self.max_layer_rate is not None and not self.max_layer_rate >= 1):
             raise Rt3dError(f"bad pruner options score={self.score!r}, max_layer_rate={self.max_layer_rate}",
                             'use score="median" or "shrink" and max_layer_rate >= 1 (or None)')
         if not (0 <= self.cost_power <= 1 and 0 <= self.layer_shrink <= 1):
@@ -121,6 +121,13 @@ class Pruner:
             raise Rt3dError(f"FLOPs reduction rate must be a number >= 1 (got {rate!r})", "for example rate=2.6")
         if algorithm not in ALGORITHMS:
             raise Rt3dError(f"unknown pruning algorithm {algorithm!r}", f"use one of: {', '.join(ALGORITHMS)}")
+        if not isinstance(rate, (int, float)) or not isinstance(min_keep, (int, float)) or not (
+                lam is None or isinstance(lam, (int, float))):
+            raise Rt3dError(f"rate, lam and min_keep must be numbers (got {rate!r}, {lam!r}, {min_keep!r})",
+                            "for example rate=2.6, lam=None (the algorithm's default), min_keep=0.03")
+        if options is not None and not isinstance(options, PrunerOptions):
+            raise Rt3dError(f"options must be a PrunerOptions, got {type(options).__name__}",
+                            "for example options=PrunerOptions(eps=0.02)")
         if lam is not None and not (math.isfinite(lam) and lam >= 0):
             raise Rt3dError(f"regularization strength must be >= 0 (got {lam})", "for example lam=2.0, or None")
         if not 0.0 <= min_keep < 1.0:

@@ -148,6 +148,8 @@ def test_state_round_trips_and_mismatches_are_refused(clips):
     (dict(min_keep=1.5), "min_keep"),
     (dict(group_size=(8,)), "two integers"),
     (dict(group_size=(8.5, 4)), "two integers"),  # refused, not truncated to 8x4
+    (dict(lam="1"), "must be numbers"),
+    (dict(options={"eps": 0.1}), "options must be a PrunerOptions"),
     (dict(options=None, example_inputs="clip"), "must be a tensor"),
 ])
 def test_bad_arguments_fail_before_any_work(kwargs, match):
@@ -174,6 +176,8 @@ def test_bad_options_fail_with_the_fix():
         PrunerOptions(cost_power=2)
     with pytest.raises(Rt3dError, match="eps must be in"):
         PrunerOptions(eps=0)
+    with pytest.raises(Rt3dError, match="max_layer_rate >= 1"):
+        PrunerOptions(max_layer_rate=float("nan"))
 
 
 def test_a_layer_cap_and_the_shrink_score():
