@@ -17,7 +17,7 @@ from .files import check_writable
 from .group_size import resolve_group_size
 from .importer import import_torch, load_model_file, new_context
 from .passes import run_trim
-from .runners import Runner
+from .runners import Runner, check_runner_type
 from .runtime import CompiledModule, entry_point
 from .targets import Target, resolve_target
 
@@ -109,7 +109,7 @@ def compile(  # noqa: A001 - the public name users expect
             Exact; False keeps them (to measure what it buys).
     """
     tgt = resolve_target(target)
-    _check_runner(runner)  # both checked before minutes of compiling
+    check_runner_type(runner)  # both checked before minutes of compiling
     example_args = _as_args(example_args)
     extra_flags = _as_flags(extra_flags)
     check_extra_flags(extra_flags, tgt, kgs)
@@ -161,11 +161,3 @@ def _as_flags(extra_flags: Any) -> list[str]:
                         'pass a list such as ["--iree-opt-level=O3"] or one string of flags')
     return flags
 
-
-def _check_runner(runner: Any) -> None:
-    if runner is not None and not isinstance(runner, Runner):
-        raise Rt3dError(
-            f"runner must be an rt3d_iree.runners.Runner or None, got {type(runner).__name__}",
-            "pass rt3d_iree.runners.get_runner(name) with name local, qemu or adb, or leave it out "
-            "for the target's own",
-        )

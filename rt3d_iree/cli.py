@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         _summary(compiled.report)
         print(f"wrote {args.output} ({len(compiled.vmfb)} bytes)")
     elif args.cmd == "opt":
+        target = resolve_target(args.target)
         module, report = api.optimize(Path(args.input), target=args.target, group_size=args.group_size,
                                       kernel=args.kernel)
         if Path(args.output).suffix == ".mlirbc":
@@ -102,18 +103,20 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         else:
             from .passes.kgs.ukernel_ir import opt_text
 
-            atomic_write(args.output, opt_text(str(module), resolve_target(args.target).name))
+            atomic_write(args.output, opt_text(str(module), target.name))
         _summary(report)
-        flags = " ".join(shlex.quote(f) for f in resolve_target(args.target).flags)
+        flags = " ".join(shlex.quote(f) for f in target.flags)
         print(f"wrote {args.output}; stock IREE compiles it with the target's flags:\n"
               f"  iree-compile {shlex.quote(str(args.output))} {flags} -o model.vmfb")
     elif args.cmd == "report":
-        from .report import ReportConfig, report
+        from .report import ReportConfig, quick_config, report
 
         settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps, rounds=args.rounds,
-                        threads=args.threads, frames=args.frames, size=args.size, width=args.width,
-                        sweep_rates=args.rates, onnx=not args.no_onnx, stock=not args.no_stock)
-        results, paths = report(ReportConfig(**settings), args.out)
+                        threads=args.threads, frames=args.frames, sweep_rates=args.rates, onnx=not args.no_onnx,
+                        stock=not args.no_stock)
+        settings.update({k: v for k, v in (("size", args.size), ("width", args.width)) if v is not None})
+        config = quick_config(**settings) if args.quick else ReportConfig(**settings)  # given flags win
+        results, paths = report(config, args.out)
         print((paths[0]).read_text())
         print("wrote " + ", ".join(str(p) for p in paths))
     elif args.cmd == "demo":

@@ -12,7 +12,7 @@ import math
 
 from .group_size import DEFAULT_GROUP_SIZE, DEFAULT_TEXT
 from .harness import ROUNDS
-from .runners import RUNNERS
+from .runners import DRIVERS, RUNNERS
 from .targets import KERNELS, TARGETS
 
 __all__ = ["TIMING_COMMANDS", "build_parser", "check_args", "group_size_arg"]
@@ -247,10 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
 TIMING_COMMANDS = frozenset({"demo", "bench-layer", "bench", "report", "tune"})
 
 
-# IREE drivers a module can run on here (iree-benchmark-module --device).
-DRIVERS = ("local-task", "local-sync", "vulkan")
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Checks that need the file system or more than one flag, done before any work starts, so a
     bad value fails in a second, not after an hour of training or minutes of compiling."""
@@ -273,11 +269,12 @@ def check_args(args: argparse.Namespace) -> None:
         _check_clip(args.model, args.frames, args.size, args.data == "synthetic")
     if args.cmd == "demo":
         _check_clip("c3d", args.frames, args.size, False)
-    if args.cmd == "report":  # --quick sets what was not given (an explicit --size or --width wins)
-        args.size = args.size or (32 if args.quick else 112)
-        args.width = args.width or (0.125 if args.quick else 1.0)
+    if args.cmd == "report":
+        from .report import ReportConfig, quick_config
+
+        size = args.size or (quick_config() if args.quick else ReportConfig()).size
         for model in (m.strip() for m in args.models.split(",")):
-            _check_clip(model, args.frames, args.size, False)
+            _check_clip(model, args.frames, size, False)
     if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():
         raise Rt3dError(f"no such wheel file: {args.wheel}", "give the path of an iree-base-runtime "
                         "manylinux aarch64 .whl, or leave --wheel out to download it")

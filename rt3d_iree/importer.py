@@ -111,7 +111,7 @@ def load_mlir(path: str | Path, context: ir.Context | None = None) -> ir.Module:
     data = path.read_bytes()
     if not data.strip():
         raise Rt3dError(f"{path} is empty", "pass the MLIR of a model (rt3d opt writes one) or a .pt2 file")
-    if path.suffix != ".mlirbc":  # `rt3d opt` text holds the kernel bitcode as a resource (see inline_form)
+    if path.suffix != ".mlirbc" and b"dense_resource<rt3d_kgs_conv3d_" in data:  # `rt3d opt` text (inline_form)
         from .passes.kgs.ukernel_ir import inline_form
 
         try:

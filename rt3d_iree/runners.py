@@ -48,6 +48,7 @@ from .session import CPU_DRIVERS, Session
 logger = logging.getLogger(__name__)
 
 RUNNERS = ("local", "qemu", "adb")
+DRIVERS = (*CPU_DRIVERS, "vulkan")  # the IREE drivers a module runs on here (iree-benchmark-module --device)
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class QemuRunner(Runner):
     emulated = True
 
     def check(self, driver: str) -> str:
-        if driver not in ("local-task", "local-sync"):
+        if driver not in CPU_DRIVERS:
             raise Rt3dError(f"the qemu runner runs CPU modules only, not driver {driver!r}",
                             "use --runner local for Vulkan modules")
         tools.qemu_aarch64()
@@ -365,6 +366,16 @@ class AdbRunner(Runner):
                 out = proc.stdout
         median, runs = parse_benchmark_json(out)
         return BenchResult(self.name, device, driver, threads, repetitions, median, runs, emulated=False)
+
+
+def check_runner_type(runner: object) -> None:
+    """Refuse, before any work, a runner argument that is not a Runner (a name, say)."""
+    if runner is not None and not isinstance(runner, Runner):
+        raise Rt3dError(
+            f"runner must be an rt3d_iree.runners.Runner or None, got {type(runner).__name__}",
+            "pass rt3d_iree.runners.get_runner(name) with name local, qemu or adb, or leave it out "
+            "for the target's own",
+        )
 
 
 def get_runner(name: str, **options) -> Runner:

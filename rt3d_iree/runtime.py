@@ -14,7 +14,7 @@ from iree.compiler import ir
 
 from .errors import Rt3dError
 from .files import atomic_write, check_writable
-from .runners import BenchResult, Runner, get_runner
+from .runners import BenchResult, Runner, check_runner_type, get_runner
 from .session import Session
 from .targets import Target, resolve_target
 
@@ -172,9 +172,7 @@ def load_module(path: str | Path, target: str | Target = "host", runner: Runner 
     """
     import iree.runtime as rt
 
-    if runner is not None and not isinstance(runner, Runner):
-        raise Rt3dError(f"runner must be an rt3d_iree.runners.Runner or None, got {type(runner).__name__}",
-                        "pass rt3d_iree.runners.get_runner(name) with name local, qemu or adb, or leave it out")
+    check_runner_type(runner)
     if not isinstance(path, (str, Path)):
         raise Rt3dError(f"load_module needs a path, got {type(path).__name__}", "pass the .vmfb file's path")
     path = Path(path)

@@ -121,8 +121,7 @@ class Pruner:
             raise Rt3dError(f"FLOPs reduction rate must be a number >= 1 (got {rate!r})", "for example rate=2.6")
         if algorithm not in ALGORITHMS:
             raise Rt3dError(f"unknown pruning algorithm {algorithm!r}", f"use one of: {', '.join(ALGORITHMS)}")
-        if not isinstance(rate, (int, float)) or not isinstance(min_keep, (int, float)) or not (
-                lam is None or isinstance(lam, (int, float))):
+        if not isinstance(min_keep, (int, float)) or not (lam is None or isinstance(lam, (int, float))):
             raise Rt3dError(f"rate, lam and min_keep must be numbers (got {rate!r}, {lam!r}, {min_keep!r})",
                             "for example rate=2.6, lam=None (the algorithm's default), min_keep=0.03")
         if options is not None and not isinstance(options, PrunerOptions):
