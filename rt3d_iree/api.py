@@ -13,7 +13,7 @@ from iree.compiler import ir
 
 from .compiler import apply_kgs, check_extra_flags, check_stamp, compile_mlir, kgs_options, stamp_target
 from .errors import Rt3dError
-from .files import check_writable
+from .files import check_folder, check_writable
 from .group_size import resolve_group_size
 from .importer import import_torch, load_model_file, new_context
 from .passes import run_trim
@@ -115,6 +115,8 @@ def compile(  # noqa: A001 - the public name users expect
     check_extra_flags(extra_flags, tgt, kgs)
     if save_to is not None:
         check_writable(save_to, "save_to path")
+    if reproducer_dir is not None:
+        check_folder(reproducer_dir, "reproducer folder")
     options = kgs_options(resolve_group_size(group_size, model=model, target=tgt), tgt, kernel)
     module = _import_for(model, example_args, tgt, kgs and drop_dead_channels)
     function, inputs, n_outputs = entry_point(module)

@@ -254,6 +254,7 @@ def check_args(args: argparse.Namespace) -> None:
 
     from .errors import Rt3dError
     from .files import check_folder, check_writable
+    from .models import check_clip
 
     if getattr(args, "output", None) is not None:
         check_writable(args.output)
@@ -266,15 +267,15 @@ def check_args(args: argparse.Namespace) -> None:
         if Path(args.output).suffix not in (".pt", ".pth"):
             raise Rt3dError(f"the checkpoint {args.output} should end in .pt", "for example -o c3d_kgs.pt "
                             "(rt3d compile reads it by that suffix)")
-        _check_clip(args.model, args.frames, args.size, args.data == "synthetic")
+        check_clip(args.model, args.frames, args.size, args.data == "synthetic")
     if args.cmd == "demo":
-        _check_clip("c3d", args.frames, args.size, False)
+        check_clip("c3d", args.frames, args.size, False)
     if args.cmd == "report":
         from .report import ReportConfig, quick_config
 
         size = args.size or (quick_config() if args.quick else ReportConfig()).size
         for model in (m.strip() for m in args.models.split(",")):
-            _check_clip(model, args.frames, size, False)
+            check_clip(model, args.frames, size, False)
     if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():
         raise Rt3dError(f"no such wheel file: {args.wheel}", "give the path of an iree-base-runtime "
                         "manylinux aarch64 .whl, or leave --wheel out to download it")
@@ -288,13 +289,3 @@ def check_args(args: argparse.Namespace) -> None:
             raise Rt3dError("--set needs a group size, not auto", "for example --set 8x4")
 
 
-def _check_clip(model: str, frames: int, size: int, synthetic: bool) -> None:
-    from .errors import Rt3dError
-    from .models import min_input
-
-    min_frames, min_size = min_input(model)  # raises for an unknown model
-    if synthetic:  # the built-in benchmark draws objects on at least 8x8 frames, moving over 2+ frames
-        min_frames, min_size = max(min_frames, 2), max(min_size, 8)
-    if frames < min_frames or size < min_size:
-        raise Rt3dError(f"{model} needs clips of at least {min_frames} frames x {min_size}x{min_size} "
-                        f"(got {frames} x {size}x{size})", "raise --frames / --size")

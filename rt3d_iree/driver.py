@@ -225,6 +225,8 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
         variant = Variant.benchmarked("as given", lambda: runner.benchmark(
             vmfb, function or "forward", arrays, target.driver, cfg.threads, cfg.repetitions))
     else:
+        if arrays:
+            _check_inputs(path, arrays)  # before minutes of compiling
         compiled = api.compile(path, target=target, group_size=cfg.group_size, runner=runner)
         if not arrays:
             rng = np.random.default_rng(0)
@@ -237,6 +239,34 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
         variant = Variant.module("as given", compiled, arrays, threads=cfg.threads, repetitions=cfg.repetitions)
     time_interleaved([variant], cfg.rounds)
     return [_row(path.name, variant.name, target, runner, variant.result(), None, err)]
+
+
+_IREE_TYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int64": "i64", "int32": "i32", "int8": "i8",
+               "bool": "i1"}
+
+
+def _check_inputs(path: Path, arrays: list[np.ndarray]) -> None:
+    """Refuse --input arrays that do not match the entry point of a .pt2 / .mlir file."""
+    from .importer import _quiet_export_load, load_mlir
+    from .runtime import entry_point
+
+    if path.suffix == ".pt2":
+        try:
+            program = _quiet_export_load(path)
+        except Exception:
+            return  # api.compile reports an unreadable program with its own message
+        names = set(program.graph_signature.user_inputs)
+        vals = [n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+        want = [(tuple(v.shape), np.dtype(str(v.dtype).removeprefix("torch."))) for v in vals]
+    else:
+        want = [(tuple(t.shape), np.dtype(t.dtype)) for t in entry_point(load_mlir(path))[1]]
+    got = [(tuple(a.shape), a.dtype) for a in arrays]
+    if got != want:
+        def spell(specs: list) -> str:
+            return " ".join("x".join(map(str, s)) + "x" + _IREE_TYPES.get(d.name, d.name) for s, d in specs) or "none"
+        raise Rt3dError(f"{path.name} takes inputs {spell(want)}, but --input gave {spell(got)}",
+                        "give one --input per argument, of those shapes and types, or leave --input out "
+                        "for random inputs")
 
 
 def write_bench(rows: list[dict], out_dir: str | Path, name: str = "bench") -> tuple[str, list[Path]]:

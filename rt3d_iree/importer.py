@@ -76,6 +76,9 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
             f"expected a torch.nn.Module or ExportedProgram, got {type(module).__name__}",
             "pass the model object itself, or a path to a .pt2, .mlir or .mlirbc file to `rt3d compile`",
         )
+    from .decompose import split_grouped_convs
+
+    program = split_grouped_convs(program)  # torch-mlir cannot lower grouped 3-D convs
     with _captured_stderr() as diagnostics, _conv_locations_named(program):
         try:
             imported = fx.export_and_import(program, output_type="linalg-on-tensors", func_name=FUNCTION)
@@ -84,14 +87,6 @@ def import_torch(module: Any, example_args: Sequence[Any], context: ir.Context |
             failure = exc
     if failure is not None:
         culprit = _culprit(diagnostics.getvalue())
-        grouped = _grouped_convs(program)
-        if culprit and "convolution" in culprit and grouped:
-            raise Rt3dError(
-                f"torch-mlir could not import the model: it cannot lower torch.aten.convolution with groups > 1 "
-                f"(depthwise or grouped 3-D convolutions): {', '.join(grouped)}",
-                "torch-mlir 20261001 cannot lower these (depthwise ones, groups = channels, in particular); "
-                "write each as `groups` separate Conv3d layers joined by torch.cat until rt3d decomposes them",
-            ) from None
         raise Rt3dError(
             f"torch-mlir could not import the model: {culprit or _first_line(failure)}",
             "the model uses an operator torch-mlir cannot lower to linalg; replace it or file an "
@@ -177,17 +172,6 @@ def _conv_nodes(program: Any) -> Iterator[tuple[Any, str, str]]:
             continue
         path, kind = list(stack.values())[-1]
         yield node, path, getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
-
-
-def _grouped_convs(program: Any) -> list[str]:
-    """The module paths (with their groups) of the grouped convolutions in an exported program."""
-    out = []
-    for node, path, _ in _conv_nodes(program):
-        position = 8 if "convolution" in str(node.target) else 6  # groups, in aten's two signatures
-        groups = node.args[position] if len(node.args) > position else node.kwargs.get("groups", 1)
-        if isinstance(groups, int) and groups > 1:
-            out.append(f"{path} (groups={groups})")
-    return out
 
 
 @contextlib.contextmanager

@@ -336,6 +336,19 @@ def min_input(name: str) -> tuple[int, int]:
     return MIN_INPUTS[_lookup(name)]
 
 
+def check_clip(model: str, frames: int, size: int, synthetic: bool) -> None:
+    """Refuse a clip ``model`` cannot run on (or the built-in benchmark cannot draw), up front.
+
+    Why here: the CLI and PruneConfig both check before any data is generated or trained on.
+    """
+    min_frames, min_size = min_input(model)  # raises for an unknown model
+    if synthetic:  # the built-in benchmark draws objects on at least 8x8 frames, moving over 2+ frames
+        min_frames, min_size = max(min_frames, 2), max(min_size, 8)
+    if frames < min_frames or size < min_size:
+        raise Rt3dError(f"{model} needs clips of at least {min_frames} frames x {min_size}x{min_size} "
+                        f"(got {frames} x {size}x{size})", "raise --frames / --size")
+
+
 def build_model(name: str, num_classes: int, width: float = 1.0, frames: int = 16, size: int = 112) -> nn.Module:
     """Build a registered model by name, checking the input shape up front.
 

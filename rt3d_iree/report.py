@@ -208,11 +208,24 @@ def _steps(cfg: ReportConfig) -> int:
     return per_model * len(cfg.models) + extra
 
 
+def _check_reachable(cfg: ReportConfig) -> None:
+    """Every model's target and sweep rates, masked once up front (seconds), so an unreachable
+    rate fails before minutes of compiling and timing the models before it."""
+    for name in cfg.models:
+        model = build_model(name, cfg.num_classes, cfg.width, cfg.frames, cfg.size).eval()
+        x = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size)
+        sweep = cfg.sweep_rates if name == cfg.sweep_model else ()
+        for r in sorted({cfg.rates[name], *sweep}):
+            if r > 1.0:
+                prune_to(model, x, r, cfg.group_size)
+
+
 def run_report(cfg: ReportConfig) -> dict:
     """Measure every model on every engine; return the results (rows, ratios, bars)."""
     if cfg.onnx and not onnx_available():
         raise Rt3dError("ONNX Runtime is not installed",
                         "pip install 'rt3d-iree[onnx]' (or run with --no-onnx to leave it out)")
+    _check_reachable(cfg)
     torch.manual_seed(cfg.seed)
     results: dict = {"config": asdict(cfg), "models": {}, "rows": []}
     progress = tqdm(total=_steps(cfg), desc="rt3d report", unit="step")

@@ -63,7 +63,9 @@ def emit_kernel(
     # One output position per (image, frame) on a GPU: the position loop would have extent 1
     # (or be a 64-wide tile sliced to 1), IREE folds that unit loop, our tiling no longer fits
     # the loop nest, and lavapipe returned garbage (relative error 1.0, issue 18). The
-    # subgroup then runs over the rows r (batch x output frames) instead.
+    # subgroup then runs over the rows r (batch x output frames) instead. With one row too,
+    # IREE's own config chose a 64-lane subgroup reduction, wrong on lavapipe's narrower
+    # subgroups (relative error 1.06): one thread then runs the reduction in steps of 4.
     single = spirv and oh * ow == 1
     if geom.rows_contiguous and not single:
         # Output positions run over a flat (h, padded-w) grid of pitch w: position q reads
@@ -109,9 +111,10 @@ def emit_kernel(
         pos_terms = [(p[0], p[2]) for p in pos]
         if single:
             rt = min(r, config.workgroup_q)
+            rt1, r0t = ([rt], [1]) if use_r else ([], [])
             attr = spirv_compilation_info(
-                [[*g1, gm, rt, 0], [*g1, gm, 1, 0], [*g0, 0, 0, 4]], [rt, 1, 1], config.pipeline
-            ) if use_r else None
+                [[*g1, gm, *rt1, 0], [*g1, gm, *r0t, 0], [*g0, 0, *r0, 4]], [rt, 1, 1], config.pipeline
+            )
         elif spirv:
             # One loop over the flattened (oh, ow) grid, split back with div/rem in the body:
             # with two position loops IREE collapses them, drops our tiling and picks a

@@ -9,10 +9,11 @@ paper's Table 1 on the synthetic data set.
 """
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import PruneConfig
 from .pruner import Pruner, PrunerOptions
 from .pruners import ALGORITHMS
 from .structure import SCHEMES, ModelUnits, Structure, check_structure
-from .train import PruneConfig, RunResult, prune, train_dense
+from .train import RunResult, prune, train_dense
 
 __all__ = [
     "ALGORITHMS", "SCHEMES", "ModelUnits", "PruneConfig", "Pruner", "PrunerOptions", "RunResult", "Structure",

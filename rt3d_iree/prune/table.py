@@ -38,6 +38,7 @@ from ..files import atomic_write
 from ..models import min_input
 from ..passes.kgs.options import DEFAULT_GROUP_SIZE
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import PruneConfig
 from .layer_rates import format_layer_rates, layer_rows, summarize_layers
 from .structure import Structure, check_structure
 from .table_report import (  # noqa: F401  (re-exported: the table's grid and summaries)
@@ -55,7 +56,7 @@ from .table_report import (  # noqa: F401  (re-exported: the table's grid and su
     summarize,
     to_csv,
 )
-from .train import PruneConfig, datasets, prune, train_dense
+from .train import datasets, prune, train_dense
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ with a ReLU. Several cases share one compiled module (one input and one output p
 so a few hundred cases fit in CI's time. Every output must match PyTorch within
 max abs error <= 1e-4 x max |reference|.
 
+Grouped and depthwise convs (groups 2, 4 or C, kernels up to 3) are fuzzed as well.
+
 Counts: ``--fuzz-scale N`` multiplies the number of examples (nightly: 10 or more). Cases
 run per target are written to rt3d-out/fuzz_counts.json.
 """
@@ -54,6 +56,7 @@ class ConvCase:
     keep: int
     seed: int
     chain_cout: int | None  # a second 3x3x3 (padding 1) conv after a ReLU
+    groups: int = 1  # > 1: grouped; = cin: depthwise (rt3d_iree/decompose.py rewrites both)
 
     def out_spatial(self) -> tuple[int, ...]:
         return tuple(
@@ -63,15 +66,17 @@ class ConvCase:
 
     def macs(self) -> int:
         outs = int(np.prod(self.out_spatial()))
-        m = self.batch * self.cout * outs * self.cin * int(np.prod(self.kernel))
+        m = self.batch * self.cout * outs * (self.cin // self.groups) * int(np.prod(self.kernel))
         if self.chain_cout:
             m += self.batch * self.chain_cout * outs * self.cout * 27
         return m
 
 
 @st.composite
-def conv_cases(draw) -> ConvCase:
-    kernel = tuple(draw(st.integers(1, 7)) for _ in range(3))
+def conv_cases(draw, grouped: bool = False) -> ConvCase:
+    # grouped: kernels up to 3 (X3D's and CSN's depthwise 3x3x3; a depthwise conv becomes one
+    # multiply-add per kernel position), groups 2, 4 or C, channel multipliers 1-2
+    kernel = tuple(draw(st.integers(1, 3 if grouped else 7)) for _ in range(3))
     dilation = tuple(draw(st.integers(1, 3)) for _ in range(3))
     padding = tuple(draw(st.integers(0, 3)) for _ in range(3))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
@@ -84,16 +89,23 @@ def conv_cases(draw) -> ConvCase:
     )
     cin = draw(st.integers(1, 64))
     cout = draw(st.integers(1, 64))
+    groups = 1
+    if grouped:
+        kind = draw(st.sampled_from([2, 4, 0]))  # 0: depthwise
+        per_group = draw(st.integers(1, 32)) if kind == 0 else draw(st.integers(1, 8))
+        groups = per_group if kind == 0 else kind
+        cin = per_group if kind == 0 else kind * per_group
+        cout = groups * (draw(st.integers(1, 2)) if kind == 0 else draw(st.integers(1, 8)))
     case = ConvCase(
         cin=cin, cout=cout, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
         bias=draw(st.booleans()), batch=draw(st.integers(1, 2)), spatial=spatial,
         mask=draw(st.sampled_from(["dense", "kgs", "kgs", "pruned_groups", "pruned_layer", "zero_weight"])),
         mask_group=(draw(st.integers(1, 9)), draw(st.integers(1, 9))),
         keep=draw(st.integers(1, 27)), seed=draw(st.integers(0, 2**16)),
-        chain_cout=draw(st.one_of(st.none(), st.integers(1, 16))),
+        chain_cout=draw(st.one_of(st.none(), st.integers(1, 16))), groups=groups,
     )
     # Shrink channels (never below 1) until the case is cheap enough to run everywhere.
-    while case.macs() > MAX_MACS and (case.cin > 1 or case.cout > 1):
+    while case.macs() > MAX_MACS and (case.cin > 1 or case.cout > 1) and groups == 1:
         case.cin, case.cout = max(1, case.cin // 2), max(1, case.cout // 2)
     if case.macs() > MAX_MACS:
         case.spatial = tuple(max(1, (k - 1) * d + 1 - 2 * p) for k, d, p in zip(kernel, dilation, padding, strict=True))
@@ -127,7 +139,8 @@ def apply_mask(conv: nn.Conv3d, case: ConvCase) -> None:
 
 
 def build(case: ConvCase) -> nn.Module:
-    conv = nn.Conv3d(case.cin, case.cout, case.kernel, case.stride, case.padding, case.dilation, bias=case.bias)
+    conv = nn.Conv3d(case.cin, case.cout, case.kernel, case.stride, case.padding, case.dilation, groups=case.groups,
+                     bias=case.bias)
     apply_mask(conv, case)
     if not case.chain_cout:
         return conv
@@ -147,7 +160,7 @@ class Batch(nn.Module):
         return tuple(m(x) for m, x in zip(self.models, xs, strict=True))
 
 
-def check_batch(cases: list[ConvCase], target: str, group_size: tuple[int, int]) -> None:
+def check_batch(cases: list[ConvCase], target: str, group_size: tuple[int, int], kind: str = "") -> None:
     torch.manual_seed(cases[0].seed)
     model = Batch([build(c) for c in cases]).eval()
     xs = tuple(torch.randn(c.batch, c.cin, *c.spatial) for c in cases)
@@ -164,20 +177,21 @@ def check_batch(cases: list[ConvCase], target: str, group_size: tuple[int, int])
                                          f"vs max|ref| {scale:.3g}\n{case}"
     # Every conv must have gone through the pass (none left to IREE's default lowering).
     assert not compiled.report.skipped, compiled.report.skipped
-    COUNTS[target] += len(cases)
+    COUNTS[kind + target] += len(cases)
 
 
 batches = st.lists(conv_cases(), min_size=CASES_PER_MODULE, max_size=CASES_PER_MODULE)
+grouped_batches = st.lists(conv_cases(grouped=True), min_size=CASES_PER_MODULE, max_size=CASES_PER_MODULE)
 group_sizes = st.tuples(st.integers(1, 16), st.integers(1, 8))
 
 
-def fuzz(target: str, examples: int, nightly: bool = False):
+def fuzz(target: str, examples: int, nightly: bool = False, grouped: bool = False):
     # CI runs a fixed, reproducible sequence; a nightly run (--fuzz-scale > 1) explores new cases.
     @settings(max_examples=examples, deadline=None, derandomize=not nightly, print_blob=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(cases=batches, group_size=group_sizes)
+    @given(cases=grouped_batches if grouped else batches, group_size=group_sizes)
     def run(cases, group_size):
-        check_batch(cases, target, group_size)
+        check_batch(cases, target, group_size, "grouped " if grouped else "")
 
     run()
 
@@ -229,3 +243,20 @@ def test_fuzz_aarch64(fuzz_scale):
 def test_fuzz_vulkan_adreno(fuzz_scale):
     fuzz("vulkan-adreno", 6 * fuzz_scale, fuzz_scale > 1)  # 30 cases on lavapipe
     assert COUNTS["vulkan-adreno"] >= 30 * fuzz_scale
+
+
+# Issue 18: grouped (2, 4) and depthwise (groups = C, multipliers 1-2) convs, imported through
+# rt3d_iree/decompose.py; at least 100 / 15 / 15 cases per CI run.
+def test_fuzz_grouped_host(fuzz_scale):
+    fuzz("host", 20 * fuzz_scale, fuzz_scale > 1, grouped=True)
+    assert COUNTS["grouped host"] >= 100 * fuzz_scale
+
+
+def test_fuzz_grouped_aarch64(fuzz_scale):
+    fuzz("aarch64", 3 * fuzz_scale, fuzz_scale > 1, grouped=True)
+    assert COUNTS["grouped aarch64"] >= 15 * fuzz_scale
+
+
+def test_fuzz_grouped_vulkan_adreno(fuzz_scale):
+    fuzz("vulkan-adreno", 3 * fuzz_scale, fuzz_scale > 1, grouped=True)
+    assert COUNTS["grouped vulkan-adreno"] >= 15 * fuzz_scale

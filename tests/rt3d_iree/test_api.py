@@ -96,6 +96,8 @@ def test_bad_example_args_and_save_paths(small, tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(Rt3dError, match="is a file, not a folder"):
         compiled.save(tmp_path / "f" / "m.vmfb")
+    with pytest.raises(Rt3dError, match="reproducer folder .* is a file, not a folder"):
+        rt3d_iree.compile(model, (x,), reproducer_dir=tmp_path / "f")
 
 
 def test_unknown_target_and_bad_group_size(small):

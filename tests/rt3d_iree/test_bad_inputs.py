@@ -19,18 +19,19 @@ def export(model: nn.Module, x: torch.Tensor, path):
     return path
 
 
-def test_grouped_conv3d_is_reported_and_left_to_iree(tmp_path):
+def test_grouped_conv3d_is_split_per_group_and_rewritten(tmp_path):
+    """torch-mlir cannot lower grouped 3-D convs; rt3d_iree/decompose.py splits them into one
+    conv per group (each rewritten, named after the layer) before import."""
     model = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1, groups=2), nn.ReLU(), nn.Conv3d(8, 4, 1)).eval()
     x = torch.randn(1, 8, 3, 5, 5)
     compiled = rt3d_iree.compile(model, (x,))
-    assert compiled.report.rewritten == 1
-    (skipped,) = compiled.report.skipped
-    assert "groups > 1" in skipped.reason and skipped.location == 'loc("0 (Conv3d)":1:0)'  # the layer, by name
-    assert [c.location for c in compiled.report.convs if c.rewritten] == ['loc("2 (Conv3d)":1:0)']
-    assert max_rel_error(compiled(x), model(x)) <= 1e-4  # still correct, through IREE's lowering
+    assert compiled.report.rewritten == 3 and not compiled.report.skipped
+    assert [c.location for c in compiled.report.convs] == [
+        'loc("0 group 0 (Conv3d)":1:0)', 'loc("0 group 1 (Conv3d)":1:0)', 'loc("2 (Conv3d)":1:0)']
+    assert max_rel_error(compiled(x), model(x)) <= 1e-4
     proc = rt3d("compile", str(export(model, x, tmp_path / "g.pt2")), "-o", str(tmp_path / "g.vmfb"))
     assert proc.returncode == 0, proc.stderr
-    assert "1 of 2 conv3d rewritten" in proc.stdout and "left to IREE: 0 (Conv3d): a 3-D convolution" in proc.stdout
+    assert "3 of 3 conv3d rewritten" in proc.stdout and "left to IREE" not in proc.stdout
 
 
 def test_model_without_conv3d_says_so(tmp_path):
@@ -86,10 +87,15 @@ class _Svd(nn.Module):
         return torch.linalg.svd(x)[1]
 
 
-def test_a_depthwise_conv3d_torch_mlir_rejects_is_named_with_its_groups():
-    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.Conv3d(4, 4, 3, groups=4)).eval()
-    with pytest.raises(Rt3dError, match=r"torch.aten.convolution with groups > 1 .*: 1 \(groups=4\)"):
-        rt3d_iree.compile(model, torch.randn(1, 3, 4, 6, 6))
+def test_a_depthwise_conv3d_with_a_channel_multiplier_compiles_and_matches():
+    """X3D / CSN style: groups = channels (here with 2 outputs per channel, stride 2), which
+    torch-mlir rejected ("cannot lower torch.aten.convolution"); now one multiply-add per kernel
+    position over strided slices, fused by IREE."""
+    model = nn.Sequential(nn.Conv3d(3, 4, 1), nn.Conv3d(4, 8, 3, stride=(1, 2, 2), padding=1, groups=4)).eval()
+    x = torch.randn(1, 3, 4, 6, 6)
+    compiled = rt3d_iree.compile(model, x)
+    assert compiled.report.rewritten == 1  # the 1x1x1 conv; the depthwise one is no longer a conv
+    assert max_rel_error(compiled(x), model(x)) <= 1e-4
 
 
 def test_operator_torch_mlir_rejects_is_named(tmp_path):

@@ -160,6 +160,9 @@ def test_compile_mlir_input(saved, tmp_path, suffix):
         (["tune", "--target", "nosuch", "--set", "8x4"], "unknown target 'nosuch'"),
         (["fetch-tools", "--wheel", "missing.whl"], "no such wheel file: missing.whl"),
         (["bench", "--device", "nosuch"], "unknown IREE driver 'nosuch'"),
+        (["bench", "{model}", "--input", "1x3x4x6x7xf32=0"],
+         "model.pt2 takes inputs 1x3x4x6x6xf32, but --input gave 1x3x4x6x7xf32"),
+        (["report", "--rates", "1,30", "--quick"], "a 30x whole-model FLOPs reduction cannot be reached"),
     ],
 )
 def test_bad_input_messages(saved, tmp_path, args, message):

@@ -95,8 +95,8 @@ def test_prune_cli_bad_inputs(tmp_path):
         (["--group-size", "0x4"], "bad group size 0x4"),
         (["--data", "ucf101:" + str(tmp_path / "nope")], "does not exist"),
         (["--data", "kinetics:/x"], "unknown data set"),
-        (["--frames", "8"], "too small for c3d"),
-        (["--distill", "2"], "distillation weight must be in [0, 1]"),
+        (["--frames", "8"], "c3d needs clips of at least 16 frames"),
+        (["--distill", "2"], "expected a distillation weight in [0, 1], got 2"),
         (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got 0"),
         (["--dense-epochs", "0"], "pruning needs a trained dense model"),
         (["--train-clips", "8"], "make no full batch of 32"),
@@ -121,3 +121,29 @@ def test_group_size_larger_than_a_layer_is_handled(tmp_path):
     assert res.rate >= 2.0 and res.report["structure_problems"] == []
     with pytest.raises(Rt3dError, match="rate must be >= 1"):
         PruneConfig(rate=0.9)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(algorithm="admm"), "unknown pruning algorithm 'admm'"),
+    (dict(width=8), r"width must be in \(0, 4\]"),
+    (dict(data="kinetics:/x"), "unknown data set"),
+    (dict(frames=8), "c3d needs clips of at least 16 frames"),
+    (dict(model="resnet"), "unknown model 'resnet'"),
+    (dict(seed=-1), "seed must be a whole number >= 0"),
+    (dict(threads=1.5), "threads must be a whole number"),
+    (dict(min_keep=0), "bad min_keep=0"),
+    (dict(rounds=0), "rounds must be a whole number >= 1"),
+])
+def test_python_config_is_checked_before_any_work(fields, message):
+    """The Python path has no argparse in front: PruneConfig refuses what the CLI would."""
+    with pytest.raises(Rt3dError, match=message):
+        PruneConfig(**fields)
+
+
+def test_prune_refuses_unwritable_paths_before_training(tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(Rt3dError, match="is a folder"):
+        prune(PruneConfig(**TINY), tmp_path, progress=False)
+    with pytest.raises(Rt3dError, match="work folder .* is a file"):
+        prune(PruneConfig(**TINY), tmp_path / "p.pt", workdir=tmp_path / "file", progress=False)
+    assert (tmp_path / "file").read_text() == "keep me" and not (tmp_path / "p.pt").exists()
