@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import Rt3dError
+from .models_x3d import X3D, X3D_INPUTS
 
 C3D_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
 
@@ -312,12 +313,15 @@ class S3D(nn.Module):
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-MODELS: dict[str, type[nn.Module]] = {"c3d": C3D, "r2plus1d": R2Plus1D18, "s3d": S3D}
+# X3D-XS, -S and -M are one network run on different clips (models_x3d.X3D_INPUTS).
+MODELS: dict[str, type[nn.Module]] = {"c3d": C3D, "r2plus1d": R2Plus1D18, "s3d": S3D,
+                                      "x3d-xs": X3D, "x3d-s": X3D, "x3d-m": X3D}
 
 # Smallest (frames, size) each model runs on, in eval mode (measured, see tests/rt3d_iree/test_models.py).
 # C3D: four temporal 2x pools and five spatial ones with no padding (but pool5's) need 16 frames and 16x16.
-# R(2+1)D and S3D pad every conv and pool and end in a global average pool, so a single frame of 1x1 runs.
-MIN_INPUTS: dict[str, tuple[int, int]] = {"c3d": (16, 16), "r2plus1d": (1, 1), "s3d": (1, 1)}
+# R(2+1)D, S3D and X3D pad every conv and pool and end in a global average pool, so a single frame of 1x1 runs.
+MIN_INPUTS: dict[str, tuple[int, int]] = {"c3d": (16, 16), "r2plus1d": (1, 1), "s3d": (1, 1),
+                                          **{name: (1, 1) for name in X3D_INPUTS}}
 
 
 def _lookup(name: str) -> str:
