@@ -111,10 +111,12 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
     elif args.cmd == "report":
         from .report import ReportConfig, quick_config, report
 
-        settings = dict(models=tuple(m.strip() for m in args.models.split(",")), reps=args.reps, rounds=args.rounds,
+        settings = dict(reps=args.reps, rounds=args.rounds,
                         threads=args.threads, frames=args.frames, sweep_rates=args.rates, onnx=not args.no_onnx,
                         stock=not args.no_stock)
-        settings.update({k: v for k, v in (("size", args.size), ("width", args.width)) if v is not None})
+        models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
+        settings.update({k: v for k, v in (("size", args.size), ("width", args.width), ("models", models))
+                         if v is not None})
         config = quick_config(**settings) if args.quick else ReportConfig(**settings)  # given flags win
         results, paths = report(config, args.out)
         print((paths[0]).read_text())

@@ -217,10 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--size", type=_count, help="frame height = width (default 32; --quick: 16)")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D) on PyTorch, ONNX Runtime, stock IREE "
-                         "and rt3d dense / KGS: the paper's Table 2 on this machine")
+    rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D, X3D-S) on PyTorch, ONNX Runtime, stock "
+                         "IREE and rt3d dense / KGS: the paper's Table 2 on this machine")
     rep.add_argument("-o", "--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
-    rep.add_argument("--models", default="c3d,r2plus1d,s3d")
+    rep.add_argument("--models", help="comma-separated (default c3d,r2plus1d,s3d,x3d-s; --quick: c3d,r2plus1d,s3d; "
+                     "X3D-S runs at its published 13x160x160 unless --quick)")
     rep.add_argument("--reps", type=_count, default=5, help="timed runs per engine (median; at least 5)")
     rep.add_argument("--rounds", type=_count, default=ROUNDS,
                      help="timing rounds: every engine is timed --reps times per round, in turn")
@@ -273,8 +274,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.cmd == "report":
         from .report import ReportConfig, quick_config
 
-        size = args.size or (quick_config() if args.quick else ReportConfig()).size
-        for model in (m.strip() for m in args.models.split(",")):
+        defaults = quick_config() if args.quick else ReportConfig()
+        size = args.size or defaults.size
+        models = [m.strip() for m in args.models.split(",")] if args.models else defaults.models
+        for model in models:
             check_clip(model, args.frames, size, False)
     if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():
         raise Rt3dError(f"no such wheel file: {args.wheel}", "give the path of an iree-base-runtime "
