@@ -8,7 +8,7 @@ import pytest
 
 from rt3d_iree.cli import main
 from rt3d_iree.errors import Rt3dError
-from rt3d_iree.report import ENGINES, ReportConfig, markdown, quick_config, run_report, summarize
+from rt3d_iree.report import ENGINES, ReportConfig, clip, markdown, quick_config, run_report, summarize
 
 
 @pytest.mark.slow
@@ -57,6 +57,27 @@ def test_summary_bars_follow_the_measurements():
     assert s["bars"]["import + pass + compile <= 120 s"] is False  # 130 s
     results["summary"] = {"c3d": s}
     assert ": no" in markdown(results)
+
+
+def test_x3d_runs_at_its_published_clip_with_its_own_bars():
+    assert "x3d-s" in ReportConfig().models and "x3d-s" not in quick_config().models
+    assert clip(ReportConfig(), "x3d-s") == (13, 160) and clip(ReportConfig(), "c3d") == (16, 112)
+    assert clip(quick_config(models=("x3d-s",)), "x3d-s") == (16, 32)  # --quick: the small clip
+    rows = [
+        {"model": "x3d-s", "engine": e, "rate_target": t, "flops_rate": t, "median_ms": ms, "max_rel_error": 0.0,
+         "compile_s": 40.0, "note": ""}
+        for e, t, ms in [("PyTorch eager", 1.0, 60.0), ("ONNX Runtime", 1.0, 65.0), ("rt3d dense", 1.0, 29.0),
+                         ("rt3d KGS", 2.0, 19.0)]
+    ]
+    results = {"rows": rows, "models": {"x3d-s": {"macs": 1_960_000_000, "rate_target": 2.0, "rate": 2.0,
+                                                   "input": [1, 3, 13, 160, 160]}},
+               "config": {"frames": 16, "size": 112, "width": 1.0, "threads": 2, "reps": 5}}
+    s = summarize(results)["x3d-s"]
+    assert s["bars"]["rt3d dense takes <= 0.5x PyTorch eager's time"]  # 29 <= 30
+    assert s["bars"]["rt3d dense no slower than ONNX Runtime"]
+    assert s["bars"]["sparse speedup >= 0.75 x FLOPs rate"]  # 29 / 19 / 2 = 0.76
+    results["summary"] = {"x3d-s": s}
+    assert "| X3D-S 13x160x160 (2.00x) |" in markdown(results)
 
 
 def test_bad_settings_are_refused():
