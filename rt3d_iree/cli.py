@@ -114,8 +114,7 @@ def _run(args: argparse.Namespace, unknown: list[str]) -> int:
         settings = dict(reps=args.reps, rounds=args.rounds,
                         threads=args.threads, frames=args.frames, sweep_rates=args.rates, onnx=not args.no_onnx,
                         stock=not args.no_stock)
-        models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
-        settings.update({k: v for k, v in (("size", args.size), ("width", args.width), ("models", models))
+        settings.update({k: v for k, v in (("size", args.size), ("width", args.width), ("models", args.models))
                          if v is not None})
         config = quick_config(**settings) if args.quick else ReportConfig(**settings)  # given flags win
         results, paths = report(config, args.out)
@@ -202,7 +201,7 @@ def _table_settings(args: argparse.Namespace):
         over.setdefault("reg_epochs", args.epochs)
         over.setdefault("retrain_epochs", args.epochs)
     if getattr(args, "models", None) is not None:
-        over["models"] = tuple(m.strip().lower() for m in args.models.split(",") if m.strip())
+        over["models"] = args.models
     if args.seeds is not None:
         try:
             over["seeds"] = tuple(int(v) for v in args.seeds.split(",") if v.strip())

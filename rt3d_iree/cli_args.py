@@ -73,6 +73,14 @@ def _rates(text: str) -> tuple[float, ...]:
                                          f"got {text!r}") from None
 
 
+def _models(text: str) -> tuple[str, ...]:
+    """``--models``: model names separated by commas (looked up case-insensitively, as build_model does)."""
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected model names separated by commas, got {text!r}")
+    return names
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -186,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     ptab = sub.add_parser("prune-table", help="the paper's Table 1 on synthetic data (width-reduced models), "
                           "mean +- sd over seeds and McNemar tests of the paper's orderings")
     ptab.add_argument("-o", "--out", default="rt3d-out")
-    ptab.add_argument("--models", help="comma-separated (default c3d,r2plus1d; --quick: c3d)")
+    ptab.add_argument("--models", type=_models, help="comma-separated (default c3d,r2plus1d; --quick: c3d)")
     ptab.add_argument("--seeds", help="comma-separated seeds, each its own dense model and data (default 0,1; "
                       "--quick: 0)")
     ptab.add_argument("--full-grid", action="store_true",
@@ -220,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="whole models (C3D, R(2+1)D, S3D, X3D-S) on PyTorch, ONNX Runtime, stock "
                          "IREE and rt3d dense / KGS: the paper's Table 2 on this machine")
     rep.add_argument("-o", "--out", default="rt3d-out/report", help="folder for report.md/.json/.csv and the PNG")
-    rep.add_argument("--models", help="comma-separated (default c3d,r2plus1d,s3d,x3d-s; --quick: c3d,r2plus1d,s3d; "
-                     "X3D-S runs at its published 13x160x160 unless --quick)")
+    rep.add_argument("--models", type=_models, help="comma-separated (default c3d,r2plus1d,s3d,x3d-s; --quick: "
+                     "c3d,r2plus1d,s3d; X3D-S runs at its published 13x160x160 unless --quick)")
     rep.add_argument("--reps", type=_count, default=5, help="timed runs per engine (median; at least 5)")
     rep.add_argument("--rounds", type=_count, default=ROUNDS,
                      help="timing rounds: every engine is timed --reps times per round, in turn")
@@ -276,8 +284,7 @@ def check_args(args: argparse.Namespace) -> None:
 
         defaults = quick_config() if args.quick else ReportConfig()
         size = args.size or defaults.size
-        models = [m.strip() for m in args.models.split(",")] if args.models else defaults.models
-        for model in models:
+        for model in args.models or defaults.models:
             check_clip(model, args.frames, size, False)
     if args.cmd == "fetch-tools" and args.wheel is not None and not Path(args.wheel).is_file():
         raise Rt3dError(f"no such wheel file: {args.wheel}", "give the path of an iree-base-runtime "

@@ -101,8 +101,9 @@ def _attr(gm: fx.GraphModule, base: str, value: torch.Tensor) -> fx.Node:
     return gm.graph.get_attr(name)
 
 
-def _fetch(gm: fx.GraphModule, node: fx.Node | None) -> torch.Tensor | None:
-    if node is None:
+def _fetch(gm: fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """The constant a get_attr node reads; None for no node (a conv without bias)."""
+    if not isinstance(node, fx.Node):
         return None
     value: Any = gm
     for part in node.target.split("."):
@@ -125,7 +126,7 @@ def _name_after(new: fx.Node, old: fx.Node, suffix: str) -> None:
 def _groups(gm: fx.GraphModule, node: fx.Node, a: dict[str, Any]) -> fx.Node:
     """``groups`` ordinary convs on channel slices, joined by cat."""
     g = a["groups"]
-    weight, bias = _fetch(gm, a["weight"]), _fetch(gm, a["bias"]) if isinstance(a["bias"], fx.Node) else None
+    weight, bias = _fetch(gm, a["weight"]), _fetch(gm, a["bias"])
     cin = a["input"].meta["val"].shape[1]
     step_in, step_out = cin // g, weight.shape[0] // g
     parts = []
@@ -141,7 +142,7 @@ def _groups(gm: fx.GraphModule, node: fx.Node, a: dict[str, Any]) -> fx.Node:
 
 def _depthwise(gm: fx.GraphModule, node: fx.Node, a: dict[str, Any]) -> fx.Node:
     """Sum over kernel positions of (strided slice of the padded input) x (that position's weights)."""
-    weight, bias = _fetch(gm, a["weight"]), _fetch(gm, a["bias"]) if isinstance(a["bias"], fx.Node) else None
+    weight, bias = _fetch(gm, a["weight"]), _fetch(gm, a["bias"])
     n, c, *size = a["input"].meta["val"].shape
     mult = weight.shape[0] // c
     kernel = weight.shape[2:]

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .errors import Rt3dError
 from .files import atomic_write
 from .group_size import resolve_group_size
 from .harness import ROUNDS, Variant, check_against, check_rounds, medians, time_interleaved
+from .importer import load_program
 from .models import C3D, count_macs, min_input
 from .runners import Runner, get_runner
 from .session import CPU_DRIVERS
@@ -225,14 +227,14 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
         variant = Variant.benchmarked("as given", lambda: runner.benchmark(
             vmfb, function or "forward", arrays, target.driver, cfg.threads, cfg.repetitions))
     else:
+        program = load_program(path) if path.suffix == ".pt2" else None  # read once: inputs, compile, reference
         if arrays:
-            _check_inputs(path, arrays)  # before minutes of compiling
-        compiled = api.compile(path, target=target, group_size=cfg.group_size, runner=runner)
+            _check_inputs(path, program, arrays)  # before minutes of compiling
+        compiled = api.compile(program or path, target=target, group_size=cfg.group_size, runner=runner)
         if not arrays:
             rng = np.random.default_rng(0)
             arrays = [rng.standard_normal(s.shape).astype(s.dtype) for s in compiled.inputs]
-        if path.suffix == ".pt2" and runner.name != "adb":
-            program = torch.export.load(str(path))
+        if program is not None and runner.name != "adb":
             with torch.no_grad():
                 ref = program.module()(*[torch.from_numpy(a) for a in arrays])
             err = check_against(ref, compiled(*arrays), name=f"{path.name} on {target.name}")
@@ -241,20 +243,12 @@ def bench_file(path: Path, cfg: BenchConfig, inputs: Sequence[str] = (), functio
     return [_row(path.name, variant.name, target, runner, variant.result(), None, err)]
 
 
-_IREE_TYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int64": "i64", "int32": "i32", "int8": "i8",
-               "bool": "i1"}
-
-
-def _check_inputs(path: Path, arrays: list[np.ndarray]) -> None:
-    """Refuse --input arrays that do not match the entry point of a .pt2 / .mlir file."""
-    from .importer import _quiet_export_load, load_mlir
+def _check_inputs(path: Path, program: Any, arrays: list[np.ndarray]) -> None:
+    """Refuse --input arrays that do not match the entry point of a .pt2 (``program``) / .mlir file."""
+    from .importer import load_mlir
     from .runtime import entry_point
 
-    if path.suffix == ".pt2":
-        try:
-            program = _quiet_export_load(path)
-        except Exception:
-            return  # api.compile reports an unreadable program with its own message
+    if program is not None:
         names = set(program.graph_signature.user_inputs)
         vals = [n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
         want = [(tuple(v.shape), np.dtype(str(v.dtype).removeprefix("torch."))) for v in vals]
@@ -262,8 +256,10 @@ def _check_inputs(path: Path, arrays: list[np.ndarray]) -> None:
         want = [(tuple(t.shape), np.dtype(t.dtype)) for t in entry_point(load_mlir(path))[1]]
     got = [(tuple(a.shape), a.dtype) for a in arrays]
     if got != want:
+        names_of = {np.dtype(v): k for k, v in _NP_TYPES.items()}
+
         def spell(specs: list) -> str:
-            return " ".join("x".join(map(str, s)) + "x" + _IREE_TYPES.get(d.name, d.name) for s, d in specs) or "none"
+            return " ".join("x".join(map(str, s)) + "x" + names_of.get(d, d.name) for s, d in specs) or "none"
         raise Rt3dError(f"{path.name} takes inputs {spell(want)}, but --input gave {spell(got)}",
                         "give one --input per argument, of those shapes and types, or leave --input out "
                         "for random inputs")

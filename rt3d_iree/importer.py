@@ -144,16 +144,7 @@ def load_model_file(path: str | Path, context: ir.Context | None = None, *, drop
     if path.suffix in MLIR_SUFFIXES:
         return load_mlir(path, context)
     if path.suffix in MODEL_SUFFIXES:
-        if not path.is_file():
-            raise Rt3dError(f"no such file: {path}", "check the path")
-        try:
-            program = _quiet_export_load(path)
-        except Exception as exc:
-            raise Rt3dError(
-                f"{path} is not a readable torch.export program ({type(exc).__name__}: {_first_line(exc)})",
-                "re-save the model with torch.export.save(torch.export.export(model, example_args), path)",
-            ) from exc
-        return import_torch(program, (), context)
+        return import_torch(load_program(path), (), context)
     raise Rt3dError(
         f"do not know how to read {path.name!r}",
         "pass a .pt2 file (torch.export.save), an rt3d prune checkpoint (.pt), a .mlir or a .mlirbc file",
@@ -222,6 +213,21 @@ def _culprit(diagnostics: str) -> str | None:
         return f"it cannot lower the operator {op.group(1)}"
     err = re.search(r"error: (.+)", diagnostics)
     return f"lowering failed: {err.group(1).strip()}" if err else None
+
+
+def load_program(path: str | Path) -> Any:
+    """A .pt2 file (torch.export.save) as an ExportedProgram; a clear error for a missing or
+    unreadable one."""
+    path = Path(path)
+    if not path.is_file():
+        raise Rt3dError(f"no such file: {path}", "check the path")
+    try:
+        return _quiet_export_load(path)
+    except Exception as exc:
+        raise Rt3dError(
+            f"{path} is not a readable torch.export program ({type(exc).__name__}: {_first_line(exc)})",
+            "re-save the model with torch.export.save(torch.export.export(model, example_args), path)",
+        ) from exc
 
 
 def _quiet_export_load(path: Path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import check_data_spec
 from ..errors import Rt3dError
 from ..models import check_clip
 from ..passes.kgs.options import DEFAULT_GROUP_SIZE
@@ -94,8 +95,7 @@ class PruneConfig:
             raise Rt3dError(f"unknown pruning algorithm {self.algorithm!r}", f"use one of: {', '.join(ALGORITHMS)}")
         if not (isinstance(self.width, (int, float)) and 0 < self.width <= 4):
             raise Rt3dError(f"width must be in (0, 4] (got {self.width!r})", "0.125 is the small CPU variant")
-        if not isinstance(self.data, str) or self.data.partition(":")[0] not in ("synthetic", "ucf101", "hmdb51"):
-            raise Rt3dError(f"unknown data set {self.data!r}", "use synthetic, ucf101:FOLDER or hmdb51:FOLDER")
+        check_data_spec(self.data)
         check_clip(self.model, self.frames, self.size, self.data == "synthetic")
         counts = {"train_clips": (self.train_clips, 1), "val_clips": (self.val_clips, 1), "rounds": (self.rounds, 1),
                   "dense_epochs": (self.dense_epochs, 0), "reg_epochs": (self.reg_epochs, 0),
